@@ -1,0 +1,3 @@
+"""backupctl: a backup center for databases."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""The ``backupctl`` command line. Thin: parse, call a service function, print.
+
+Each command group lives in its own module and is registered in COMMAND_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from backupctl import __version__
+from backupctl.errors import BackupctlError
+
+# Modules that each define a click group or command named ``command``.
+COMMAND_MODULES = ["repo", "snapshot"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="backupctl")
+def cli() -> None:
+    """backupctl: backups of PostgreSQL, MySQL/MariaDB and Redis into encrypted, deduplicated repositories."""
+
+
+for _name in COMMAND_MODULES:
+    cli.add_command(importlib.import_module(f"backupctl.cli.{_name}").command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="backupctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing was committed by the interrupted operation", err=True)
+        sys.exit(130)
+    except BackupctlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as exc:  # last resort: one line, the traceback only on request
+        if os.environ.get("BACKUPCTL_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with BACKUPCTL_DEBUG=1 for a traceback "
+                   "and report it)", err=True)
+        sys.exit(70)

@@ -1,0 +1,52 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from backupctl.repository import Repository
+from backupctl.secrets import read_secret
+
+
+def repo_options(func: Callable) -> Callable:
+    """--repo and the password sources, each also from an environment variable."""
+
+    @click.option("--repo", "-r", "repo_url", envvar="BACKUPCTL_REPO", required=True, metavar="URL",
+                  help="Repository: a path, file:///path, s3://bucket/prefix or an fsspec URL [env BACKUPCTL_REPO].")
+    @click.option("--password-file", envvar="BACKUPCTL_PASSWORD_FILE", metavar="FILE",
+                  help="Read the repository password from FILE [env BACKUPCTL_PASSWORD_FILE].")
+    @click.option("--password-command", envvar="BACKUPCTL_PASSWORD_COMMAND", metavar="CMD",
+                  help="Run CMD and use its output as the password [env BACKUPCTL_PASSWORD_COMMAND].")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def password_from(password_file: str | None, password_command: str | None, confirm: bool = False) -> str:
+    return read_secret(env="BACKUPCTL_PASSWORD", file=password_file, command=password_command, confirm=confirm)
+
+
+def open_repository(repo_url: str, password_file: str | None, password_command: str | None) -> Repository:
+    return Repository.open(repo_url, password_from(password_file, password_command))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"

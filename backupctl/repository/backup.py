@@ -1,0 +1,334 @@
+"""Backing up file trees and streams into a repository.
+
+Order of durability (the crash-consistency argument): packs are uploaded first, then
+the index file that lists them, then the snapshot manifest. A process killed before
+the manifest lands leaves only unreferenced packs and index entries, which ``check``
+reports as reclaimable and ``gc`` removes; it never leaves a visible half snapshot.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from backupctl.errors import UsageError
+from backupctl.progress import Progress
+from backupctl.repository.blobsaver import BlobSaver
+from backupctl.repository.chunker import Chunker
+from backupctl.repository.plan import pending_deletions
+from backupctl.repository.pack import DATA, TREE
+from backupctl.repository.repo import Repository
+from backupctl.repository.snapshot import Snapshot, now_iso, save_snapshot
+from backupctl.repository.tree import DIR, FILE, STREAM, SYMLINK, Node, TreeSpool, walk_tree
+
+SMALL_FILE = 1024 * 1024  # read in one call; larger files stream through the buffer pool
+
+
+@dataclass
+class _Pending:
+    node: Node
+    futures: list[Future] = field(default_factory=list)
+    new: bool = False
+
+
+@dataclass
+class _Source:
+    """One top-level path: where it is on disk and the name it has in the snapshot ('' = root)."""
+
+    abspath: str
+    name: str
+
+
+def _sources(paths: list[str]) -> list[_Source]:
+    if not paths:
+        raise UsageError("no paths to back up", "name one or more files or directories, or - for stdin")
+    absolute = [os.path.abspath(p) for p in paths]
+    for p in absolute:
+        if not os.path.lexists(p):
+            raise UsageError(f"{p} does not exist", "check the path")
+    if len(absolute) == 1 and os.path.isdir(absolute[0]):
+        return [_Source(absolute[0], "")]
+    names = [os.path.basename(p.rstrip("/")) or "root" for p in absolute]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise UsageError(f"several paths have the base name {sorted(dup)[0]!r}",
+                         "back them up in separate snapshots, or one common parent directory")
+    return sorted((_Source(p, n) for p, n in zip(absolute, names)), key=lambda s: s.name)
+
+
+def _node_from_stat(path: str, st: os.stat_result) -> Node:
+    return Node(path=path, type=DIR, mode=st.st_mode, mtime=st.st_mtime_ns, inode=st.st_ino, ctime=st.st_ctime_ns,
+                uid=st.st_uid, gid=st.st_gid)
+
+
+class _Walker:
+    """Depth-first, siblings sorted by name: the order trees are stored in."""
+
+    def __init__(self, warnings: list[str]) -> None:
+        self.warnings = warnings
+
+    def walk(self, source: _Source) -> Iterator[tuple[Node, str]]:
+        try:
+            st = os.lstat(source.abspath)
+        except OSError as exc:
+            self.warnings.append(f"{source.abspath}: {exc.strerror}")
+            return
+        if source.name:
+            yield from self._entry(source.name, source.abspath, st)
+        else:  # a single directory: its contents are the snapshot's root
+            yield from self._children("", source.abspath)
+
+    def _entry(self, rel: str, abspath: str, st: os.stat_result) -> Iterator[tuple[Node, str]]:
+        node = _node_from_stat(rel, st)
+        if stat.S_ISDIR(st.st_mode):
+            yield node, abspath
+            yield from self._children(rel, abspath)
+        elif stat.S_ISREG(st.st_mode):
+            node.type, node.size = FILE, st.st_size
+            yield node, abspath
+        elif stat.S_ISLNK(st.st_mode):
+            node.type, node.target = SYMLINK, os.readlink(abspath)
+            yield node, abspath
+        else:
+            self.warnings.append(f"{abspath}: skipped (not a regular file, directory or symlink)")
+
+    def _children(self, rel: str, abspath: str) -> Iterator[tuple[Node, str]]:
+        try:
+            with os.scandir(abspath) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self.warnings.append(f"{abspath}: {exc.strerror}")
+            return
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError as exc:  # vanished between listing and stat: a live data directory
+                self.warnings.append(f"{e.path}: {exc.strerror}")
+                continue
+            yield from self._entry(f"{rel}/{e.name}" if rel else e.name, e.path, st)
+
+
+def _scan_totals(sources: list[_Source], progress: Progress) -> None:
+    """Sum sizes ahead of the backup for the progress bar's ETA (runs beside it, like restic's scanner)."""
+    walker = _Walker([])
+    for src in sources:
+        for node, _ in walker.walk(src):
+            progress.add_total(node.size, 1 if node.type == FILE else 0)
+    progress.total_complete()
+
+
+class _ParentTree:
+    """Merge-join against the parent snapshot's tree: both are in walk order."""
+
+    def __init__(self, repo: Repository, parent: Snapshot | None, usable: set[bytes] | None) -> None:
+        self._it = walk_tree(repo, parent.tree) if parent else iter(())
+        self._cur: Node | None = next(self._it, None)
+        self._index = repo.index
+        self._exclude = usable
+
+    def unchanged(self, node: Node) -> list[str] | None:
+        key = node.sort_key
+        while self._cur is not None and self._cur.sort_key < key:
+            self._cur = next(self._it, None)
+        old = self._cur
+        if old is None or old.sort_key != key or old.type != FILE:
+            return None
+        if (old.size, old.mtime, old.ctime, old.inode) != (node.size, node.mtime, node.ctime, node.inode):
+            return None
+        for cid in old.chunks:  # the data must still be there and not be on its way out
+            b = bytes.fromhex(cid)
+            if b not in self._index or b in self._exclude:
+                return None
+        return old.chunks
+
+
+class Archiver:
+    def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
+                 workers: int = 2) -> None:
+        self.repo = repo
+        self.progress = progress or Progress()
+        self.warnings: list[str] = []
+        repo.reload_index()  # after the lock is held: see the gc plans written before it
+        self.exclude = pending_deletions(repo)
+        self.saver = BlobSaver(repo, workers=workers, compression=compression, exclude=self.exclude)
+        self.chunker = Chunker(repo.config, repo.key.chunker_seed)
+        self.spool = TreeSpool()
+        self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
+                       "bytes_read": 0, "bytes_total": 0}
+        self._queue: deque[_Pending] = deque()
+
+    # -- data --------------------------------------------------------------------------
+    def _chunk_file(self, path: str, node: Node) -> list[Future]:
+        futures = []
+        read = 0
+        with open(path, "rb", buffering=0) as f:
+            if node.size <= SMALL_FILE:
+                data = f.read(SMALL_FILE + 1)
+                while len(data) > SMALL_FILE and (more := f.read(SMALL_FILE)):  # grew since stat
+                    data += more
+                read = len(data)
+                for chunk in self.chunker.chunk_bytes(data):
+                    futures.append(self.saver.submit(chunk, DATA))
+            else:
+                for chunk, release in self.chunker.chunks(f.readinto):
+                    read += len(chunk)
+                    futures.append(self.saver.submit(chunk, DATA, release))
+                    self.progress.advance(len(chunk))
+        if node.size <= SMALL_FILE:
+            self.progress.advance(read)
+        node.size = read  # what was actually read, should the file have changed meanwhile
+        self.counts["bytes_read"] += read
+        return futures
+
+    def _chunk_stream(self, stream: BinaryIO) -> tuple[list[Future], int]:
+        futures, read = [], 0
+        readinto = getattr(stream, "readinto", None) or _readinto_from_read(stream)
+        for chunk, release in self.chunker.chunks(readinto):
+            read += len(chunk)
+            futures.append(self.saver.submit(chunk, DATA, release))
+            self.progress.advance(len(chunk))
+        self.counts["bytes_read"] += read
+        return futures, read
+
+    # -- tree ---------------------------------------------------------------------------
+    def _emit(self, pending: _Pending) -> None:
+        self._queue.append(pending)
+        self._drain(block=False)
+
+    def _drain(self, block: bool) -> None:
+        while self._queue:
+            head = self._queue[0]
+            if not block and not all(f.done() for f in head.futures):
+                return
+            head.node.chunks = [f.result().hex() for f in head.futures] if head.futures else head.node.chunks
+            self.spool.add(head.node)
+            self._queue.popleft()
+
+    def add_tree(self, sources: list[_Source], parent: Snapshot | None) -> None:
+        parent_tree = _ParentTree(self.repo, parent, self.exclude)
+        walker = _Walker(self.warnings)
+        for node, abspath in (item for src in sources for item in walker.walk(src)):
+            if node.type == FILE:
+                reused = parent_tree.unchanged(node)
+                if reused is not None:
+                    node.chunks = reused
+                    self.counts["files_unmodified"] += 1
+                    self.counts["bytes_total"] += node.size
+                    self.progress.advance(node.size, 1)
+                    self._emit(_Pending(node))
+                    continue
+                try:
+                    futures = self._chunk_file(abspath, node)
+                except OSError as exc:
+                    self.warnings.append(f"{abspath}: {exc.strerror}")
+                    continue
+                self.counts["bytes_total"] += node.size  # as read, should it differ from the stat
+                self.counts["files_new" if parent is None else "files_changed"] += 1
+                self.progress.advance(0, 1)
+                self._emit(_Pending(node, futures, True))
+            else:
+                if node.type == DIR:
+                    self.counts["dirs"] += 1
+                self._emit(_Pending(node))
+
+    def add_stream(self, stream: BinaryIO, name: str) -> None:
+        futures, size = self._chunk_stream(stream)
+        node = Node(path=name, type=STREAM, mode=0o100600, mtime=time.time_ns(), size=size)
+        self.counts["bytes_total"] += size
+        self.counts["files_new"] += 1
+        self._emit(_Pending(node, futures, True))
+
+    # -- commit -------------------------------------------------------------------------
+    def _save_tree(self) -> list[str]:
+        self._drain(block=True)
+        f = self.spool.rewind()
+        futures = [self.saver.submit(chunk, TREE, release) for chunk, release in self.chunker.chunks(f.readinto)]
+        return [fut.result().hex() for fut in futures]
+
+    def commit(self, *, paths: list[str], tags: list[str], parent: Snapshot | None, metadata: dict | None,
+               lock, started: float, hostname: str | None) -> Snapshot:
+        tree = self._save_tree()
+        self.saver.flush()
+        self.saver.commit_index()
+        lock.check_still_held()
+        duration = time.monotonic() - started
+        s = self.saver.stats
+        summary = dict(self.counts, bytes_added=s.bytes_added, blobs_new=s.blobs_new, blobs_reused=s.blobs_reused,
+                       packs=s.packs, tree_entries=self.spool.count, duration=round(duration, 3),
+                       throughput=round(self.counts["bytes_total"] / duration) if duration > 0 else 0,
+                       warnings=self.warnings[:100], warning_count=len(self.warnings))
+        snap = Snapshot(time=now_iso(), hostname=hostname or socket.gethostname(), username=getpass.getuser(),
+                        paths=paths, tree=tree, tags=sorted(set(tags)), parent=parent.id if parent else None,
+                        summary=summary, metadata=metadata or {})
+        save_snapshot(self.repo.store, self.repo.key, snap)
+        return snap
+
+    def close(self) -> None:
+        self.saver.abort()
+        self.spool.close()
+
+
+def _readinto_from_read(stream: BinaryIO):
+    def readinto(view: memoryview) -> int:
+        data = stream.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    return readinto
+
+
+def find_parent(repo: Repository, paths: list[str], hostname: str) -> Snapshot | None:
+    """The newest snapshot of the same paths from the same host, as restic picks it."""
+    candidates = [s for s in repo.snapshots() if sorted(s.paths) == sorted(paths) and s.hostname == hostname]
+    return candidates[-1] if candidates else None
+
+
+def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple = (), metadata: dict | None = None,
+                 parent: Snapshot | str | None = "auto", progress: Progress | None = None,
+                 compression: int | None = None, hostname: str | None = None) -> Snapshot:
+    """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent."""
+    sources = _sources(paths)
+    started = time.monotonic()
+    abs_paths = [os.path.abspath(p) for p in paths]
+    host = hostname or socket.gethostname()
+    progress = progress or Progress()
+    with repo.lock("shared", "backup") as lock:
+        if parent == "auto":
+            parent = find_parent(repo, abs_paths, host)
+        elif isinstance(parent, str):
+            parent = repo.find_snapshot(parent)
+        archiver = Archiver(repo, progress=progress, compression=compression)
+        scanner = threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True)
+        scanner.start()
+        try:
+            archiver.add_tree(sources, parent)
+            return archiver.commit(paths=abs_paths, tags=list(tags), parent=parent, metadata=metadata, lock=lock,
+                                   started=started, hostname=host)
+        finally:
+            archiver.close()
+
+
+def backup_stream(repo: Repository, stream: BinaryIO, name: str, *, tags: list[str] | tuple = (),
+                  metadata: dict | None = None, progress: Progress | None = None, compression: int | None = None,
+                  hostname: str | None = None) -> Snapshot:
+    """Back up one stream (stdin, a pipe from an engine tool) as a named entry."""
+    if not name or "/" in name:
+        raise UsageError(f"invalid stream name {name!r}", "give --stdin-name a plain file name such as dump.sql")
+    started = time.monotonic()
+    with repo.lock("shared", "backup") as lock:
+        archiver = Archiver(repo, progress=progress, compression=compression)
+        try:
+            archiver.add_stream(stream, name)
+            return archiver.commit(paths=[name], tags=list(tags), parent=None, metadata=metadata, lock=lock,
+                                   started=started, hostname=hostname)
+        finally:
+            archiver.close()

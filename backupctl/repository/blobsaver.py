@@ -1,0 +1,138 @@
+"""The write pipeline: hash, deduplicate, compress, seal and pack blobs on a thread pool.
+
+The chunker, BLAKE3, zstd and AES-GCM all release the GIL, so two worker threads keep two
+cores busy. Memory stays bounded: at most ``max_in_flight`` chunks wait for workers, and at
+most ``max_uploads`` full packs wait to be uploaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import zstandard
+
+from backupctl.repository.index import save_index
+from backupctl.repository.pack import COMPRESSED, BlobEntry, PackWriter, pack_name
+
+# Store a chunk raw unless compression saves at least this fraction.
+_MIN_SAVING = 0.03
+
+
+@dataclass
+class SaveStats:
+    blobs_new: int = 0
+    blobs_reused: int = 0
+    bytes_new_raw: int = 0       # plaintext bytes of new blobs
+    bytes_added: int = 0         # sealed bytes written to packs (what the repository grew by)
+    packs: int = 0
+
+
+class BlobSaver:
+    def __init__(self, repo, workers: int = 2, compression: int | None = None, max_in_flight: int = 8,
+                 max_uploads: int = 2, exclude: frozenset[bytes] = frozenset()) -> None:
+        self.repo = repo
+        self.key = repo.key
+        self.known = repo.index
+        self.exclude = exclude           # blobs a gc plan will delete: never reuse them
+        self.level = repo.config.compression if compression is None else compression
+        self.pack_size = repo.config.pack_size
+        self.stats = SaveStats()
+        self.new_packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._writers: dict[int, PackWriter] = {}
+        self._local = threading.local()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._upload_slots = threading.BoundedSemaphore(max_uploads)
+        self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob")
+        self._uploader = ThreadPoolExecutor(max_workers=max_uploads, thread_name_prefix="upload")
+        self._uploads: list[Future] = []
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "zc", None)
+        if c is None:
+            c = self._local.zc = zstandard.ZstdCompressor(level=self.level)
+        return c
+
+    def submit(self, data: bytes | memoryview, blob_type: int, done: Callable[[], None] | None = None) -> Future:
+        """Queue one chunk; the future yields its id. ``done`` runs once the data is no longer needed."""
+        self._slots.acquire()
+        future = self._workers.submit(self._save, data, blob_type)
+
+        def release(_f: Future) -> None:
+            self._slots.release()
+            if done is not None:
+                done()
+
+        future.add_done_callback(release)
+        return future
+
+    def _save(self, data: bytes | memoryview, blob_type: int) -> bytes:
+        blob_id = self.key.blob_id(data)
+        with self._lock:
+            if (blob_id in self.known and blob_id not in self.exclude) or blob_id in self._pending:
+                self.stats.blobs_reused += 1
+                return blob_id
+            self._pending.add(blob_id)
+        raw_length = len(data)
+        flags, payload = 0, data
+        if self.level > 0 and raw_length > 0:
+            compressed = self._compressor().compress(data)
+            if len(compressed) <= raw_length * (1 - _MIN_SAVING):
+                flags, payload = COMPRESSED, compressed
+        sealed = self.key.encrypt(payload, blob_id)
+        full = None
+        with self._lock:
+            writer = self._writers.setdefault(blob_type, PackWriter())
+            writer.add(blob_id, blob_type, flags, sealed, raw_length)
+            self.stats.blobs_new += 1
+            self.stats.bytes_new_raw += raw_length
+            self.stats.bytes_added += len(sealed)
+            if writer.size >= self.pack_size:
+                full = self._writers.pop(blob_type)
+        if full is not None:
+            self._queue_upload(full)
+        return blob_id
+
+    def _queue_upload(self, writer: PackWriter) -> None:
+        self._upload_slots.acquire()
+        future = self._uploader.submit(self._upload, writer)
+        future.add_done_callback(lambda _f: self._upload_slots.release())
+        with self._lock:
+            self._uploads.append(future)
+
+    def _upload(self, writer: PackWriter) -> None:
+        pack_id, data, entries = writer.finish(self.key)
+        self.repo.store.put(pack_name(pack_id), data)
+        with self._lock:
+            self.new_packs[pack_id] = (len(data), entries)
+            self.stats.packs += 1
+            self.stats.bytes_added += len(data) - sum(e.length for e in entries)  # pack header and trailer
+
+    def flush(self) -> None:
+        """Wait for every chunk, upload partial packs, and surface any worker error."""
+        self._workers.shutdown(wait=True)
+        with self._lock:
+            writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            if writer.count:
+                self._queue_upload(writer)
+        self._uploader.shutdown(wait=True)
+        for future in self._uploads:
+            future.result()
+
+    def abort(self) -> None:
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        self._uploader.shutdown(wait=True, cancel_futures=True)
+
+    def commit_index(self) -> str | None:
+        """Write the index for this session's packs (after they are durable); add them to the in-memory index."""
+        if not self.new_packs:
+            return None
+        name = save_index(self.repo.store, self.key, self.new_packs)
+        for size, entries in self.new_packs.values():
+            self.known.add_pack(size, entries)
+        return name

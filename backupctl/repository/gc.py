@@ -1,0 +1,226 @@
+"""Garbage collection that is safe while backups run.
+
+gc never blocks backups. It works in two phases, like Kopia's maintenance:
+
+1. Plan. Find packs whose blobs no snapshot uses (or that no index lists: leftovers of a
+   killed backup), copy the still-used blobs out of mostly-unused packs into new packs
+   (repack), and write a plan ``gc/<id>`` naming those packs, the blobs that will vanish
+   with them, and the locks held at that moment.
+2. Execute, once every lock named in the plan is gone. A backup that started after the
+   plan was written read the plan and stored fresh copies instead of reusing doomed blobs
+   (``pending_deletions``); a backup that was already running when the plan was written
+   has finished by then, so its snapshot is visible. gc re-reads the index and every
+   snapshot, and deletes a pack only if each of its blobs is unused or also lives in a pack
+   that stays. Then it writes one consolidated index that supersedes the ones it read.
+
+When no other process holds a lock, both phases run in one ``gc`` call; otherwise the
+plan waits for the next call. Only one gc runs at a time (the ``gc`` lock).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backupctl.repository.index import Index, save_index
+from backupctl.repository.lock import LOCKS_PREFIX, list_locks
+from backupctl.repository.pack import BlobEntry, PackWriter, pack_name
+from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
+from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
+from backupctl.repository.tree import walk_tree
+
+
+
+@dataclass
+class GcReport:
+    packs_deleted: int = 0
+    bytes_freed: int = 0
+    packs_repacked: int = 0
+    blobs_repacked: int = 0
+    orphan_packs: int = 0
+    plans_executed: int = 0
+    plans_waiting: int = 0
+    waiting_for: list[str] = field(default_factory=list)
+    unused_blobs: int = 0
+    dry_run: bool = False
+
+
+class _UsedBlobs:
+    """The set of blobs the snapshots reference, extended as new snapshots appear."""
+
+    def __init__(self, repo) -> None:
+        self.repo = repo
+        self.seen: set[str] = set()
+        self.blobs: set[bytes] = set()
+
+    def refresh(self) -> set[bytes]:
+        for sid in list_snapshot_ids(self.repo.store):
+            if sid in self.seen:
+                continue
+            snap = load_snapshot(self.repo.store, self.repo.key, sid)
+            self.blobs.update(bytes.fromhex(t) for t in snap.tree)
+            for node in walk_tree(self.repo, snap.tree):
+                self.blobs.update(bytes.fromhex(c) for c in node.chunks)
+            self.seen.add(sid)
+        return self.blobs
+
+
+def _live_lock_ids(repo, own_id: str) -> set[str]:
+    return {lk.id for lk in list_locks(repo.store, repo.key) if lk.id != own_id and not lk.is_stale()}
+
+
+def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
+       log: Callable[[str], None] = lambda _m: None) -> GcReport:
+    report = GcReport(dry_run=dry_run)
+    with repo.lock("gc", "gc") as lock:
+        # Phase 2 first: plans whose waiting is over.
+        plans = load_plans(repo)
+        live = _live_lock_ids(repo, lock.info.id)
+        ready = [p for p in plans if not set(p.wait_for) & live]
+        waiting = [p for p in plans if p not in ready]
+        index = repo.reload_index()
+        used = _UsedBlobs(repo)
+        if ready and not dry_run:
+            _execute(repo, ready, used.refresh(), report, log)
+            index = repo.reload_index()
+        report.plans_waiting = len(waiting)
+        report.waiting_for = sorted({w for p in waiting for w in p.wait_for} & live)
+
+        # Phase 1: a new plan from the current state.
+        in_plans = {bytes.fromhex(p) for plan in waiting for p in plan.packs}
+        used_now = used.refresh()
+        doomed, doomed_blobs = _choose_packs(repo, index, used_now, in_plans, repack_threshold, report, dry_run, log)
+        if dry_run or not doomed:
+            return report
+        plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
+                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[])
+        # Locks taken before the plan was visible may reuse doomed blobs: wait for them.
+        save_plan(repo, plan)
+        plan.wait_for = sorted(_live_lock_ids(repo, lock.info.id))
+        save_plan(repo, plan)
+        if plan.wait_for:
+            report.plans_waiting += 1
+            report.waiting_for = sorted(set(report.waiting_for) | set(plan.wait_for))
+            log(f"gc: deletion of {len(doomed)} packs deferred until {len(plan.wait_for)} running operations finish")
+            return report
+        repo.reload_index()
+        _execute(repo, [plan], used.refresh(), report, log)
+        repo.reload_index()
+    return report
+
+
+def _choose_packs(repo, index: Index, used: set[bytes], skip: set[bytes], threshold: float, report: GcReport,
+                  dry_run: bool, log) -> tuple[set[bytes], set[bytes]]:
+    """Packs to delete (after repacking what they still hold that is used) and the blobs leaving with them."""
+    by_pack = index.entries_by_pack()
+    doomed: set[bytes] = set()
+    doomed_blobs: set[bytes] = set()
+    to_repack: list[tuple[bytes, list[BlobEntry]]] = []
+    for pack_id, entries in by_pack.items():
+        if pack_id in skip:
+            continue
+        unused = [e for e in entries if e.id not in used]
+        report.unused_blobs += len(unused)
+        if not unused:
+            continue
+        unused_bytes = sum(e.length for e in unused)
+        total = sum(e.length for e in entries) or 1
+        if len(unused) == len(entries):
+            doomed.add(pack_id)
+        elif unused_bytes / total >= threshold:
+            to_repack.append((pack_id, entries))
+            doomed.add(pack_id)
+        else:
+            continue
+        doomed_blobs.update(e.id for e in unused)
+    # Packs no index lists: a backup was killed, or is still writing (the plan waits for it).
+    indexed = {pack_name(p) for p in index.packs}
+    for name, _size in repo.store.list("data/"):
+        if name not in indexed:
+            pack_id = bytes.fromhex(name.rsplit("/", 1)[1])
+            if pack_id not in skip:
+                doomed.add(pack_id)
+                report.orphan_packs += 1
+    if to_repack and not dry_run:
+        _repack(repo, index, to_repack, used, report, log)
+    elif dry_run:
+        report.packs_repacked = len(to_repack)
+    return doomed, doomed_blobs
+
+
+def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes], report: GcReport,
+            log) -> None:
+    """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
+    writers: dict[int, PackWriter] = {}
+    new_packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
+
+    def upload(writer: PackWriter) -> None:
+        pack_id, data, entries = writer.finish(repo.key)
+        repo.store.put(pack_name(pack_id), data)
+        new_packs[pack_id] = (len(data), entries)
+
+    for pack_id, entries in packs:
+        data = repo.store.get(pack_name(pack_id))
+        for e in entries:
+            if e.id not in used:
+                continue
+            sealed = data[e.offset:e.offset + e.length]
+            repo.open_blob(e, sealed)  # never copy damage forward
+            w = writers.setdefault(e.type, PackWriter())
+            w.add(e.id, e.type, e.flags, sealed, e.raw_length)
+            report.blobs_repacked += 1
+            if w.size >= repo.config.pack_size:
+                upload(writers.pop(e.type))
+        report.packs_repacked += 1
+    for w in writers.values():
+        if w.count:
+            upload(w)
+    if new_packs:
+        save_index(repo.store, repo.key, new_packs)
+        log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
+
+
+def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -> None:
+    index = repo.index
+    planned = {bytes.fromhex(p) for plan in plans for p in plan.packs}
+    locations: dict[bytes, set[bytes]] = {}
+    by_pack = index.entries_by_pack()
+    for pack_id, entries in by_pack.items():
+        for e in entries:
+            locations.setdefault(e.id, set()).add(pack_id)
+    deleted: set[bytes] = set()
+    for pack_id in planned:
+        entries = by_pack.get(pack_id, [])
+        keep = any(e.id in used and not (locations[e.id] - planned) for e in entries)
+        if keep:
+            log(f"gc: pack {pack_id.hex()[:12]} is still needed by a new snapshot; kept")
+            continue
+        name = pack_name(pack_id)
+        try:
+            report.bytes_freed += repo.store.size(name)
+        except FileNotFoundError:
+            pass
+        repo.store.delete(name)
+        deleted.add(pack_id)
+        report.packs_deleted += 1
+    # One index for what remains, superseding every index file read.
+    remaining = {p: (index.packs[p], es) for p, es in by_pack.items() if p not in deleted and p in index.packs}
+    old_files = sorted(index.file_names)
+    save_index(repo.store, repo.key, remaining, supersedes=old_files)
+    for name in old_files:
+        repo.store.delete(name)
+    for plan in plans:
+        repo.store.delete(PLANS_PREFIX + plan.id)
+        report.plans_executed += 1
+    log(f"gc: deleted {report.packs_deleted} packs, freed {report.bytes_freed} bytes")
+
+
+def remove_stale_locks(repo) -> int:
+    removed = 0
+    for lk in list_locks(repo.store, repo.key):
+        if lk.is_stale():
+            repo.store.delete(LOCKS_PREFIX + lk.id)
+            removed += 1
+    return removed

@@ -1,0 +1,131 @@
+"""The index: which pack holds each blob, so reads need no pack scans.
+
+Each backup writes one index file ``index/<sha256>`` for the packs it uploaded, after the
+packs are durable and before its snapshot. gc writes consolidated index files that name
+the files they supersede. Index files are sealed like every other object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import zstandard
+
+from backupctl.errors import IntegrityError
+from backupctl.repository.crypto import MasterKey
+from backupctl.repository.pack import BlobEntry
+from repo_plugins import Store
+
+INDEX_PREFIX = "index/"
+_MAGIC = b"BCIDX1\n"
+_PACK = struct.Struct("<32sQI")
+_ENTRY = struct.Struct("<BBIII32s")
+_AAD = b"backupctl-index"
+
+
+def encode_index(packs: dict[bytes, tuple[int, list[BlobEntry]]], supersedes: Iterable[str] = ()) -> bytes:
+    meta = json.dumps({"supersedes": sorted(supersedes)}).encode()
+    parts = [_MAGIC, struct.pack("<I", len(meta)), meta]
+    for pack_id, (size, entries) in packs.items():
+        parts.append(_PACK.pack(pack_id, size, len(entries)))
+        parts.extend(_ENTRY.pack(e.type, e.flags, e.offset, e.length, e.raw_length, e.id) for e in entries)
+    return zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
+
+
+def decode_index(raw: bytes, name: str) -> tuple[list[str], dict[bytes, tuple[int, list[BlobEntry]]]]:
+    try:
+        data = zstandard.ZstdDecompressor().decompress(raw)
+        if not data.startswith(_MAGIC):
+            raise ValueError("bad magic")
+        pos = len(_MAGIC)
+        (mlen,) = struct.unpack_from("<I", data, pos)
+        meta = json.loads(data[pos + 4:pos + 4 + mlen])
+        pos += 4 + mlen
+        packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
+        while pos < len(data):
+            pack_id, size, count = _PACK.unpack_from(data, pos)
+            pos += _PACK.size
+            entries = [BlobEntry(i, t, f, pack_id, o, ln, raw_len)
+                       for t, f, o, ln, raw_len, i in _ENTRY.iter_unpack(data[pos:pos + count * _ENTRY.size])]
+            pos += count * _ENTRY.size
+            packs[pack_id] = (size, entries)
+        return meta.get("supersedes", []), packs
+    except (ValueError, struct.error, zstandard.ZstdError) as exc:
+        raise IntegrityError(f"index file {name} is malformed ({exc})", "run 'backupctl repo check'") from None
+
+
+class Index:
+    """All index files merged in memory.
+
+    ``blobs`` maps a blob id to one location, preferring packs outside ``avoid`` (packs a gc
+    plan will delete), so readers never start depending on a doomed copy; ``packs`` keeps
+    every pack's full entry list, duplicates included.
+    """
+
+    def __init__(self, avoid: frozenset[bytes] = frozenset()) -> None:
+        self.blobs: dict[bytes, BlobEntry] = {}
+        self.packs: dict[bytes, int] = {}
+        self.pack_entries: dict[bytes, list[BlobEntry]] = {}
+        self.file_names: set[str] = set()  # every index file read, superseded ones included
+        self.superseded: set[str] = set()
+        self.avoid = avoid
+
+    def add_pack(self, size: int, entries: list[BlobEntry]) -> None:
+        if not entries:
+            return
+        pack_id = entries[0].pack
+        self.packs[pack_id] = size
+        self.pack_entries[pack_id] = entries
+        for e in entries:
+            old = self.blobs.get(e.id)
+            if old is None or (old.pack in self.avoid and pack_id not in self.avoid):
+                self.blobs[e.id] = e
+
+    def lookup(self, blob_id: bytes) -> BlobEntry | None:
+        return self.blobs.get(blob_id)
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        return blob_id in self.blobs
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def entries_by_pack(self) -> dict[bytes, list[BlobEntry]]:
+        return self.pack_entries
+
+
+def load_index(store: Store, key: MasterKey, avoid: frozenset[bytes] = frozenset(), threads: int = 8) -> Index:
+    names = [name for name, _ in store.list(INDEX_PREFIX)]
+
+    def fetch(name: str) -> tuple[str, list[str], dict]:
+        try:
+            raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
+        except FileNotFoundError:  # removed by a concurrent gc after it wrote its replacement
+            return name, [], {}
+        sup, packs = decode_index(raw, name)
+        return name, sup, packs
+
+    index = Index(avoid)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        loaded = list(pool.map(fetch, names))
+    for _name, sup, _packs in loaded:
+        index.superseded.update(sup)
+    for name, _sup, packs in loaded:
+        index.file_names.add(name)
+        if name in index.superseded:  # a gc's consolidated index covers it; it is about to be deleted
+            continue
+        for size, entries in packs.values():
+            index.add_pack(size, entries)
+    return index
+
+
+def save_index(store: Store, key: MasterKey, packs: dict[bytes, tuple[int, list[BlobEntry]]],
+               supersedes: Iterable[str] = ()) -> str:
+    sealed = key.encrypt(encode_index(packs, supersedes), _AAD)
+    name = INDEX_PREFIX + hashlib.sha256(sealed).hexdigest()
+    store.put(name, sealed)
+    return name

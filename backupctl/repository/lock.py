@@ -1,0 +1,143 @@
+"""Repository locks: who is working on the repository, so gc knows what it must wait for.
+
+Backups, restores and checks take a shared lock; gc takes a ``gc`` lock, which excludes
+other gc runs but not backups (gc defers deleting until the backups that might use the
+data have finished; see gc.py). ``exclusive`` excludes everything. A lock records owner,
+host, pid and time, and is refreshed while held; one not refreshed for STALE_AFTER, or
+whose process on this host is gone, is stale and ignored.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import psutil
+
+from backupctl.errors import LockedError
+from backupctl.repository.crypto import MasterKey
+from repo_plugins import Store
+
+LOCKS_PREFIX = "locks/"
+STALE_AFTER = 30 * 60
+REFRESH_EVERY = 5 * 60
+_AAD = b"backupctl-lock"
+_CONFLICTS = {
+    "shared": {"exclusive"},
+    "gc": {"gc", "exclusive"},
+    "exclusive": {"shared", "gc", "exclusive"},
+}
+
+
+@dataclass
+class LockInfo:
+    kind: str
+    hostname: str
+    pid: int
+    username: str
+    created: float
+    refreshed: float
+    purpose: str = ""
+    id: str = ""
+
+    def is_stale(self, now: float | None = None) -> bool:
+        now = now or time.time()
+        if now - self.refreshed > STALE_AFTER:
+            return True
+        if self.hostname == socket.gethostname():
+            try:
+                return psutil.Process(self.pid).create_time() > self.created + 1
+            except psutil.NoSuchProcess:
+                return True
+        return False
+
+    def describe(self) -> str:
+        age = int(time.time() - self.created)
+        return f"{self.kind} lock by {self.username}@{self.hostname} pid {self.pid} ({self.purpose or 'unknown'}, {age}s ago)"
+
+
+def list_locks(store: Store, key: MasterKey) -> list[LockInfo]:
+    out = []
+    for name, _ in store.list(LOCKS_PREFIX):
+        try:
+            d = json.loads(key.decrypt(store.get(name), _AAD, f"lock {name}"))
+        except FileNotFoundError:
+            continue
+        d["id"] = name[len(LOCKS_PREFIX):]
+        out.append(LockInfo(**d))
+    return out
+
+
+class Lock:
+    """A held lock; refreshes itself in the background until released."""
+
+    def __init__(self, store: Store, key: MasterKey, kind: str, purpose: str) -> None:
+        self.store, self.key = store, key
+        now = time.time()
+        self.info = LockInfo(kind, socket.gethostname(), os.getpid(), getpass.getuser(), now, now, purpose,
+                             os.urandom(16).hex())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    @property
+    def name(self) -> str:
+        return LOCKS_PREFIX + self.info.id
+
+    def _write(self) -> None:
+        body = asdict(self.info)
+        body.pop("id")
+        self.store.put(self.name, self.key.encrypt(json.dumps(body).encode(), _AAD))
+
+    def acquire(self) -> "Lock":
+        self._write()
+        conflicts = [other for other in list_locks(self.store, self.key)
+                     if other.id != self.info.id and other.kind in _CONFLICTS[self.info.kind] and not other.is_stale()]
+        if conflicts:
+            self.store.delete(self.name)
+            raise LockedError(f"the repository is locked: {conflicts[0].describe()}",
+                              "wait for it to finish; a lock whose process died is ignored automatically")
+        self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH_EVERY):
+            try:
+                self.info.refreshed = time.time()
+                self._write()
+            except Exception:  # a missed refresh is caught by check_still_held()
+                pass
+
+    def check_still_held(self) -> None:
+        """Before committing, make sure nobody could have judged this lock stale."""
+        if time.time() - self.info.refreshed > STALE_AFTER - REFRESH_EVERY or not self.store.exists(self.name):
+            self.lost = True
+            raise LockedError("this process's repository lock went stale or was removed",
+                              "the operation was not committed; run it again")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self.store.delete(self.name)
+
+    def __enter__(self) -> "Lock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_locks(store: Store, key: MasterKey) -> int:
+    removed = 0
+    for info in list_locks(store, key):
+        if info.is_stale():
+            store.delete(LOCKS_PREFIX + info.id)
+            removed += 1
+    return removed

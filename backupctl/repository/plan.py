@@ -1,0 +1,50 @@
+"""gc plans: packs chosen for deletion, waiting for the operations that might still use them.
+
+See gc.py for the protocol. Writers read the plans so they never reuse a doomed blob,
+and the index prefers copies of a blob that live outside doomed packs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+PLANS_PREFIX = "gc/"
+_AAD = b"backupctl-gc-plan"
+
+
+@dataclass
+class Plan:
+    id: str
+    created: float
+    packs: list[str]          # hex pack ids to delete
+    blobs: list[str]          # hex blob ids that disappear with them (unused at plan time)
+    wait_for: list[str]       # lock ids held when the plan was written
+
+    def to_json(self) -> bytes:
+        return json.dumps({"created": self.created, "packs": self.packs, "blobs": self.blobs,
+                           "wait_for": self.wait_for}).encode()
+
+
+def load_plans(repo) -> list[Plan]:
+    plans = []
+    for name, _ in repo.store.list(PLANS_PREFIX):
+        try:
+            d = json.loads(repo.key.decrypt(repo.store.get(name), _AAD, f"gc plan {name}"))
+        except FileNotFoundError:
+            continue
+        plans.append(Plan(id=name[len(PLANS_PREFIX):], **d))
+    return plans
+
+
+def pending_deletions(repo) -> frozenset[bytes]:
+    """Blobs that a written gc plan will delete: writers must not reuse them."""
+    return frozenset(bytes.fromhex(b) for plan in load_plans(repo) for b in plan.blobs)
+
+
+def save_plan(repo, plan: Plan) -> None:
+    repo.store.put(PLANS_PREFIX + plan.id, repo.key.encrypt(plan.to_json(), _AAD))
+
+
+def doomed_packs(repo) -> frozenset[bytes]:
+    return frozenset(bytes.fromhex(p) for plan in load_plans(repo) for p in plan.packs)

@@ -1,0 +1,154 @@
+"""The Repository: an opened store with its key, config and index.
+
+Everything else (backup, restore, check, gc) takes a Repository and works through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import zstandard
+
+from backupctl.errors import IntegrityError, NotFoundError, RepositoryError
+from backupctl.repository import key as keys
+from backupctl.repository.config import CONFIG_NAME, RepoConfig, check_format, decode_config, encode_config
+from backupctl.repository.crypto import MasterKey
+from backupctl.repository.index import Index, load_index
+from backupctl.repository.lock import Lock
+from backupctl.repository.plan import doomed_packs
+from backupctl.repository.pack import COMPRESSED, BlobEntry, pack_name
+from backupctl.repository.snapshot import (SNAPSHOTS_PREFIX, Snapshot, list_snapshot_ids, load_snapshot,
+                                           resolve_snapshot_id)
+from repo_plugins import Store, open_store
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "zd", None)
+    if d is None:
+        d = _local.zd = zstandard.ZstdDecompressor()
+    return d
+
+
+class Repository:
+    def __init__(self, store: Store, key: MasterKey, slot: keys.KeySlot, config: RepoConfig) -> None:
+        self.store = store
+        self.key = key
+        self.slot = slot
+        self.config = config
+        self._index: Index | None = None
+
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def init(cls, url: str, password: str, **config_overrides: int) -> "Repository":
+        store = open_store(url)
+        if hasattr(store, "check_writable"):
+            store.check_writable()
+        if store.exists(CONFIG_NAME):
+            raise RepositoryError(f"a repository already exists at {url}", "use it, or choose another location")
+        master = MasterKey.generate()
+        config = RepoConfig.new(**config_overrides)
+        slot = keys.new_slot(master, password)
+        keys.save_slot(store, slot)
+        store.put(CONFIG_NAME, encode_config(config, master))  # written last: the repository exists once this lands
+        return cls(store, master, slot, config)
+
+    @classmethod
+    def open(cls, url: str, password: str) -> "Repository":
+        store = open_store(url)
+        try:
+            raw = store.get(CONFIG_NAME)
+        except FileNotFoundError:
+            raise RepositoryError(f"no repository at {url}", "create one with 'backupctl repo init'") from None
+        check_format(raw)
+        master, slot = keys.open_master_key(store, password)
+        return cls(store, master, slot, decode_config(raw, master))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- index ---------------------------------------------------------------------------
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = load_index(self.store, self.key, avoid=doomed_packs(self))
+        return self._index
+
+    def reload_index(self) -> Index:
+        self._index = None
+        return self.index
+
+    # -- blobs ---------------------------------------------------------------------------
+    def read_blob(self, blob_id: bytes) -> bytes:
+        entry = self.index.lookup(blob_id)
+        if entry is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index",
+                                 "run 'backupctl repo check' to see which snapshots are damaged")
+        try:
+            sealed = self.store.get_range(pack_name(entry.pack), entry.offset, entry.length)
+        except FileNotFoundError:
+            raise IntegrityError(f"pack {entry.pack.hex()[:12]} holding blob {blob_id.hex()[:16]} is missing",
+                                 "run 'backupctl repo check' to see which snapshots are damaged") from None
+        return self.open_blob(entry, sealed)
+
+    def open_blob(self, entry: BlobEntry, sealed: bytes | memoryview) -> bytes:
+        """Decrypt, decompress and verify one blob's bytes as read from its pack."""
+        what = f"blob {entry.id.hex()[:16]}"
+        if len(sealed) != entry.length:
+            raise IntegrityError(f"{what} is truncated in pack {entry.pack.hex()[:12]}", "run 'backupctl repo check --read-data'")
+        plain = self.key.decrypt(sealed, entry.id, what)
+        if entry.flags & COMPRESSED:
+            try:
+                plain = _decompressor().decompress(plain, max_output_size=entry.raw_length)
+            except zstandard.ZstdError as exc:
+                raise IntegrityError(f"{what} does not decompress: {exc}", "run 'backupctl repo check --read-data'") from None
+        if len(plain) != entry.raw_length or self.key.blob_id(plain) != entry.id:
+            raise IntegrityError(f"{what} does not match its id", "run 'backupctl repo check --read-data'")
+        return plain
+
+    def read_blobs(self, blob_ids: list[bytes], threads: int = 4, window: int = 8) -> Iterator[bytes]:
+        """Yield blobs in order, fetching ahead on a thread pool with at most ``window`` in flight."""
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            pending = []
+            ids = iter(blob_ids)
+            for bid in ids:
+                pending.append(pool.submit(self.read_blob, bid))
+                if len(pending) >= window:
+                    break
+            for bid in ids:
+                yield pending.pop(0).result()
+                pending.append(pool.submit(self.read_blob, bid))
+            while pending:
+                yield pending.pop(0).result()
+
+    # -- snapshots -----------------------------------------------------------------------
+    def snapshots(self, threads: int = 8) -> list[Snapshot]:
+        ids = list_snapshot_ids(self.store)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            snaps = list(pool.map(lambda i: load_snapshot(self.store, self.key, i), ids))
+        return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise NotFoundError("the repository has no snapshots", "create one with 'backupctl snapshot create'")
+            return snaps[-1]
+        return load_snapshot(self.store, self.key, resolve_snapshot_id(list_snapshot_ids(self.store), ref))
+
+    def forget(self, snapshot: Snapshot) -> None:
+        """Remove a snapshot manifest; its data is reclaimed by gc."""
+        self.store.delete(SNAPSHOTS_PREFIX + snapshot.id)
+
+    # -- locks ---------------------------------------------------------------------------
+    def lock(self, kind: str, purpose: str) -> Lock:
+        return Lock(self.store, self.key, kind, purpose).acquire()
