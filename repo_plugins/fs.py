@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -80,6 +81,20 @@ class FileStore:
 
     def close(self) -> None:
         pass
+
+    def remove_stale_temporaries(self, older_than: float = 3600) -> int:
+        """Temporary files of writers killed mid-write; only this store knows they exist."""
+        removed, cutoff = 0, time.time() - older_than
+        for dirpath, _dirs, files in os.walk(self.root):
+            for fname in files:
+                full = os.path.join(dirpath, fname)
+                try:
+                    if fname.startswith(".tmp-") and os.path.getmtime(full) < cutoff:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def check_writable(self) -> None:
         try:

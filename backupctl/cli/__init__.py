@@ -18,7 +18,18 @@ from backupctl.errors import BackupctlError
 COMMAND_MODULES = ["repo", "snapshot"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Cli(click.Group):
+    """Turns project errors into one line on stderr and the error's exit code, wherever they are raised."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BackupctlError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="backupctl")
 def cli() -> None:
     """backupctl: backups of PostgreSQL, MySQL/MariaDB and Redis into encrypted, deduplicated repositories."""
@@ -30,9 +41,8 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="backupctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        rv = cli.main(args=argv, prog_name="backupctl", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)  # non-standalone click returns ctx.exit() codes
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -42,9 +52,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: nothing was committed by the interrupted operation", err=True)
         sys.exit(130)
-    except BackupctlError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(141)
     except Exception as exc:  # last resort: one line, the traceback only on request

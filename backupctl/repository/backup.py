@@ -165,6 +165,7 @@ class Archiver:
         self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
                        "bytes_read": 0, "bytes_total": 0}
         self._queue: deque[_Pending] = deque()
+        self._tree: list[str] | None = None
 
     # -- data --------------------------------------------------------------------------
     def _chunk_file(self, path: str, node: Node) -> list[Future]:
@@ -254,10 +255,16 @@ class Archiver:
         futures = [self.saver.submit(chunk, TREE, release) for chunk, release in self.chunker.chunks(f.readinto)]
         return [fut.result().hex() for fut in futures]
 
+    def finish_data(self) -> None:
+        """Store the tree and upload every pack: all data durable, nothing yet indexed or visible."""
+        if self._tree is None:
+            self._tree = self._save_tree()
+            self.saver.flush()
+
     def commit(self, *, paths: list[str], tags: list[str], parent: Snapshot | None, metadata: dict | None,
                lock, started: float, hostname: str | None) -> Snapshot:
-        tree = self._save_tree()
-        self.saver.flush()
+        self.finish_data()
+        tree = self._tree
         self.saver.commit_index()
         lock.check_still_held()
         duration = time.monotonic() - started

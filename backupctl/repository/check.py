@@ -54,6 +54,7 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
     progress = progress or Progress()
     result = CheckResult()
     with repo.lock("shared", "check"):
+        snapshot_ids = list_snapshot_ids(repo.store)  # before the index: it then covers them all
         stored = dict(repo.store.list("data/"))
         try:
             index = load_index(repo.store, repo.key, avoid=doomed_packs(repo))
@@ -99,7 +100,7 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
             _read_data(repo, index, stored, subset, result, bad_blobs, mark_pack_bad, progress, threads)
 
         # Snapshots: readable, and every blob they name is indexed and undamaged.
-        for sid in list_snapshot_ids(repo.store):
+        for sid in snapshot_ids:
             result.snapshots += 1
             try:
                 snap = load_snapshot(repo.store, repo.key, sid)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backupctl.repository.index import Index, save_index
-from backupctl.repository.lock import LOCKS_PREFIX, list_locks
+from backupctl.repository.lock import list_locks
 from backupctl.repository.pack import BlobEntry, PackWriter, pack_name
 from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
@@ -56,9 +56,12 @@ class _UsedBlobs:
         self.blobs: set[bytes] = set()
 
     def refresh(self) -> set[bytes]:
-        for sid in list_snapshot_ids(self.repo.store):
-            if sid in self.seen:
-                continue
+        new = [sid for sid in list_snapshot_ids(self.repo.store) if sid not in self.seen]
+        if new:
+            # Listed before the index is read: a snapshot is written after its index, so the
+            # index read now covers every snapshot just listed.
+            self.repo.reload_index()
+        for sid in new:
             snap = load_snapshot(self.repo.store, self.repo.key, sid)
             self.blobs.update(bytes.fromhex(t) for t in snap.tree)
             for node in walk_tree(self.repo, snap.tree):
@@ -80,17 +83,20 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         live = _live_lock_ids(repo, lock.info.id)
         ready = [p for p in plans if not set(p.wait_for) & live]
         waiting = [p for p in plans if p not in ready]
-        index = repo.reload_index()
         used = _UsedBlobs(repo)
         if ready and not dry_run:
-            _execute(repo, ready, used.refresh(), report, log)
-            index = repo.reload_index()
+            used_now = used.refresh()
+            repo.reload_index()
+            _execute(repo, ready, used_now, report, log)
+        if not dry_run and hasattr(repo.store, "remove_stale_temporaries"):
+            repo.store.remove_stale_temporaries()
         report.plans_waiting = len(waiting)
         report.waiting_for = sorted({w for p in waiting for w in p.wait_for} & live)
 
         # Phase 1: a new plan from the current state.
         in_plans = {bytes.fromhex(p) for plan in waiting for p in plan.packs}
         used_now = used.refresh()
+        index = repo.reload_index()
         doomed, doomed_blobs = _choose_packs(repo, index, used_now, in_plans, repack_threshold, report, dry_run, log)
         if dry_run or not doomed:
             return report
@@ -105,9 +111,9 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
             report.waiting_for = sorted(set(report.waiting_for) | set(plan.wait_for))
             log(f"gc: deletion of {len(doomed)} packs deferred until {len(plan.wait_for)} running operations finish")
             return report
+        used_now = used.refresh()
         repo.reload_index()
-        _execute(repo, [plan], used.refresh(), report, log)
-        repo.reload_index()
+        _execute(repo, [plan], used_now, report, log)
     return report
 
 
@@ -183,44 +189,49 @@ def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used
 
 
 def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -> None:
+    """Delete the planned packs nothing needs any more.
+
+    Crash-safe order: first an index without those packs (superseding every index file
+    read), then the packs, then the old index files and the plans. A crash after the new
+    index leaves unindexed packs, which the next gc collects; never an index naming a
+    pack that is gone.
+    """
     index = repo.index
+    by_pack = index.entries_by_pack()
     planned = {bytes.fromhex(p) for plan in plans for p in plan.packs}
     locations: dict[bytes, set[bytes]] = {}
-    by_pack = index.entries_by_pack()
     for pack_id, entries in by_pack.items():
         for e in entries:
             locations.setdefault(e.id, set()).add(pack_id)
-    deleted: set[bytes] = set()
+    announced = {bytes.fromhex(b) for plan in plans for b in plan.blobs}
+
+    def needed(e: BlobEntry) -> bool:
+        if locations[e.id] - planned:
+            return False                   # another copy stays
+        # A blob the plan did not announce (say, in a pack that was unindexed then) may have
+        # been reused by a backup that started after the plan: only announced blobs can go.
+        return e.id in used or e.id not in announced
+
+    doomed = set()
     for pack_id in planned:
-        entries = by_pack.get(pack_id, [])
-        keep = any(e.id in used and not (locations[e.id] - planned) for e in entries)
-        if keep:
-            log(f"gc: pack {pack_id.hex()[:12]} is still needed by a new snapshot; kept")
-            continue
+        if any(needed(e) for e in by_pack.get(pack_id, [])):
+            log(f"gc: pack {pack_id.hex()[:12]} is still needed; kept")
+        else:
+            doomed.add(pack_id)
+    remaining = {p: (index.packs[p], es) for p, es in by_pack.items() if p not in doomed}
+    old_files = sorted(index.file_names)
+    save_index(repo.store, repo.key, remaining, supersedes=old_files)
+    for pack_id in doomed:
         name = pack_name(pack_id)
         try:
             report.bytes_freed += repo.store.size(name)
         except FileNotFoundError:
-            pass
+            continue
         repo.store.delete(name)
-        deleted.add(pack_id)
         report.packs_deleted += 1
-    # One index for what remains, superseding every index file read.
-    remaining = {p: (index.packs[p], es) for p, es in by_pack.items() if p not in deleted and p in index.packs}
-    old_files = sorted(index.file_names)
-    save_index(repo.store, repo.key, remaining, supersedes=old_files)
     for name in old_files:
         repo.store.delete(name)
     for plan in plans:
         repo.store.delete(PLANS_PREFIX + plan.id)
         report.plans_executed += 1
     log(f"gc: deleted {report.packs_deleted} packs, freed {report.bytes_freed} bytes")
-
-
-def remove_stale_locks(repo) -> int:
-    removed = 0
-    for lk in list_locks(repo.store, repo.key):
-        if lk.is_stale():
-            repo.store.delete(LOCKS_PREFIX + lk.id)
-            removed += 1
-    return removed

@@ -1,0 +1,157 @@
+"""Invariant 4: gc never deletes data that a kept or running backup needs, even while backups run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from backupctl.repository import Repository
+from backupctl.repository.backup import Archiver, _sources, backup_paths
+from backupctl.repository.check import check_repository
+from backupctl.repository.gc import gc
+from backupctl.repository.restore import restore_snapshot
+from tests.conftest import PASSWORD
+from tests.helpers import tree_digest, write_random
+
+
+def _running_backup(repo_url: str, src: Path):
+    """A backup stopped just before its commit: data uploaded, no index or snapshot yet, lock held."""
+    repo = Repository.open(repo_url, PASSWORD)
+    lock = repo.lock("shared", "backup")
+    archiver = Archiver(repo)
+    archiver.add_tree(_sources([str(src)]), None)
+    archiver.finish_data()
+    return repo, lock, archiver
+
+
+def _commit(archiver, lock, src: Path):
+    import time
+
+    snap = archiver.commit(paths=[str(src)], tags=[], parent=None, metadata=None, lock=lock,
+                           started=time.monotonic(), hostname=None)
+    lock.release()
+    return snap
+
+
+def test_gc_never_deletes_chunks_of_a_running_backup(fs_repo_url, tmp_path):
+    Repository.init(fs_repo_url, PASSWORD, pack_size=1024 * 1024)
+    src = tmp_path / "src"
+    write_random(src / "f.bin", 5 * 1024 * 1024, seed=1)
+    repo, lock, archiver = _running_backup(fs_repo_url, src)
+
+    report = gc(Repository.open(fs_repo_url, PASSWORD))
+    assert report.orphan_packs >= 1            # its packs are not indexed yet...
+    assert report.packs_deleted == 0           # ...but the backup holds a lock, so deletion waits
+    assert report.plans_waiting == 1
+
+    snap = _commit(archiver, lock, src)
+    report = gc(Repository.open(fs_repo_url, PASSWORD))   # the lock is gone: the plan runs, re-checking use
+    assert report.plans_executed == 1 and report.packs_deleted == 0
+    restore_snapshot(Repository.open(fs_repo_url, PASSWORD), snap, str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out") == tree_digest(src)
+
+
+def test_gc_keeps_forgotten_data_that_a_running_backup_reused(fs_repo_url, tmp_path):
+    repo = Repository.init(fs_repo_url, PASSWORD, pack_size=1024 * 1024)
+    src = tmp_path / "src"
+    write_random(src / "f.bin", 5 * 1024 * 1024, seed=2)
+    old = backup_paths(repo, [str(src)])
+    # A new backup of the same data starts and dedups against the old snapshot's blobs...
+    repo2, lock, archiver = _running_backup(fs_repo_url, src)
+    assert archiver.saver.stats.blobs_new == 0
+    # ...then the old snapshot is forgotten and gc plans to delete its packs.
+    repo.forget(old)
+    report = gc(Repository.open(fs_repo_url, PASSWORD))
+    assert report.packs_deleted == 0 and report.plans_waiting == 1
+    snap = _commit(archiver, lock, src)
+    report = gc(Repository.open(fs_repo_url, PASSWORD))
+    assert report.plans_executed == 1 and report.packs_deleted == 0   # the new snapshot needs them
+    assert check_repository(Repository.open(fs_repo_url, PASSWORD), read_data=True).ok
+    restore_snapshot(Repository.open(fs_repo_url, PASSWORD), snap, str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out") == tree_digest(src)
+
+
+def test_backup_started_after_a_gc_plan_does_not_reuse_doomed_blobs(fs_repo_url, tmp_path):
+    repo = Repository.init(fs_repo_url, PASSWORD, pack_size=1024 * 1024)
+    src = tmp_path / "src"
+    write_random(src / "f.bin", 3 * 1024 * 1024, seed=3)
+    old = backup_paths(repo, [str(src)])
+    blocker = Repository.open(fs_repo_url, PASSWORD).lock("shared", "restore")  # keeps the plan waiting
+    repo.forget(old)
+    assert gc(Repository.open(fs_repo_url, PASSWORD)).plans_waiting == 1
+    new = backup_paths(Repository.open(fs_repo_url, PASSWORD), [str(src)], parent=None)
+    assert new.summary["blobs_new"] >= 3       # fresh copies, not the blobs about to be deleted
+    blocker.release()
+    report = gc(Repository.open(fs_repo_url, PASSWORD))
+    assert report.packs_deleted >= 1           # the old copies go...
+    restore_snapshot(Repository.open(fs_repo_url, PASSWORD), new, str(tmp_path / "out"))  # ...the new stay
+    assert tree_digest(tmp_path / "out") == tree_digest(src)
+    assert check_repository(Repository.open(fs_repo_url, PASSWORD), read_data=True).ok
+
+
+def test_gc_repacks_partly_used_packs_and_frees_space(fs_repo_url, tmp_path):
+    repo = Repository.init(fs_repo_url, PASSWORD, pack_size=8 * 1024 * 1024)
+    keep, drop = tmp_path / "keep", tmp_path / "drop"
+    write_random(keep / "k.bin", 2 * 1024 * 1024, seed=4)
+    write_random(drop / "d.bin", 5 * 1024 * 1024, seed=5)
+    both = backup_paths(repo, [str(keep), str(drop)])      # one pack holding both
+    only_keep = backup_paths(repo, [str(keep)])
+    repo.forget(both)
+    report = gc(Repository.open(fs_repo_url, PASSWORD))
+    assert report.packs_repacked == 1 and report.packs_deleted >= 1
+    assert report.bytes_freed > 0
+    restore_snapshot(Repository.open(fs_repo_url, PASSWORD), only_keep, str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out") == tree_digest(keep)
+    assert check_repository(Repository.open(fs_repo_url, PASSWORD), read_data=True).ok
+
+
+WORKER = r"""
+import sys, time
+from backupctl.repository import Repository
+from backupctl.repository.backup import backup_paths
+from backupctl.repository.gc import gc
+url, role, arg = sys.argv[1], sys.argv[2], sys.argv[3]
+if role == "backup":
+    for i in range(3):
+        s = backup_paths(Repository.open(url, "%s"), [arg], parent=None)
+        print(s.id, flush=True)
+else:
+    end = time.monotonic() + float(arg)
+    while time.monotonic() < end:
+        repo = Repository.open(url, "%s")
+        snaps = repo.snapshots()
+        if len(snaps) > 2:
+            repo.forget(snaps[0])  # make garbage while backups run
+        gc(repo)
+"""
+
+
+def test_concurrent_backups_with_gc_running_then_every_snapshot_restores(fs_repo_url, tmp_path):
+    Repository.init(fs_repo_url, PASSWORD, pack_size=1024 * 1024)
+    sources = []
+    for i in range(3):
+        d = tmp_path / f"src{i}"
+        write_random(d / "own.bin", 3 * 1024 * 1024, seed=10 + i)
+        write_random(d / "shared.bin", 2 * 1024 * 1024, seed=99)  # the same data in every source
+        sources.append(d)
+    script = WORKER % (PASSWORD, PASSWORD)
+    backups = [subprocess.Popen([sys.executable, "-c", script, fs_repo_url, "backup", str(d)],
+                                stdout=subprocess.PIPE, text=True) for d in sources]
+    collector = subprocess.Popen([sys.executable, "-c", script, fs_repo_url, "gc", "8"])
+    made = {}
+    for proc, d in zip(backups, sources):
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0
+        for sid in out.split():
+            made[sid] = d
+    assert collector.wait(timeout=300) == 0
+    gc(Repository.open(fs_repo_url, PASSWORD))          # finish any waiting plan
+    repo = Repository.open(fs_repo_url, PASSWORD)
+    remaining = repo.snapshots()
+    assert remaining and len(made) == 9
+    assert check_repository(repo, read_data=True).ok
+    for snap in remaining:
+        out = tmp_path / f"out-{snap.short_id}"
+        restore_snapshot(repo, snap, str(out))
+        assert tree_digest(out) == tree_digest(made[snap.id])
