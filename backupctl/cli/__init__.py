@@ -15,7 +15,7 @@ from backupctl import __version__
 from backupctl.errors import BackupctlError
 
 # Modules that each define a click group or command named ``command``.
-COMMAND_MODULES = ["repo", "snapshot"]
+COMMAND_MODULES = ["repo", "snapshot", "cluster", "policy", "backup", "catalog", "scheduler", "retention"]
 
 
 class _Cli(click.Group):

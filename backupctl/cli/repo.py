@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from backupctl.cli import catalog_repo
 from backupctl.cli.common import (human_bytes, json_option, open_repository, password_from, print_json,
                                   repo_options)
 from backupctl.cli.progress_view import TerminalProgress
@@ -18,6 +19,11 @@ from backupctl.repository.stats import repository_stats
 @click.group("repo")
 def command() -> None:
     """Create, inspect, check and clean repositories."""
+
+
+# The catalogue's named repositories (KubeBlocks' BackupRepo) live under the same group.
+command.add_command(catalog_repo.add)
+command.add_command(catalog_repo.list_)
 
 
 @command.command("init")

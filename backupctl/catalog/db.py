@@ -1,0 +1,138 @@
+"""Opening the catalogue: the database URL, the engine, sessions and migrations.
+
+SQLite by default at ``$BACKUPCTL_HOME/catalog.db`` (``~/.backupctl``), in WAL mode with
+foreign keys on; PostgreSQL when ``BACKUPCTL_DATABASE_URL`` is set
+(``postgresql+psycopg://user@host/db``). The schema is brought to the latest migration
+the first time a process opens a catalogue.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backupctl.errors import BackupctlError, UsageError
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+
+
+def backupctl_home() -> Path:
+    return Path(os.environ.get("BACKUPCTL_HOME") or Path.home() / ".backupctl").expanduser()
+
+
+def database_url() -> str:
+    url = os.environ.get("BACKUPCTL_DATABASE_URL")
+    if url:
+        return url
+    home = backupctl_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'catalog.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def create_catalog_engine(url: str) -> Engine:
+    """An engine for ``url``, without touching the schema."""
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    except (ArgumentError, ImportError) as exc:
+        raise UsageError(f"cannot use the catalogue URL {_redact(url)}: {exc}",
+                         "set BACKUPCTL_DATABASE_URL to sqlite:///PATH or postgresql+psycopg://USER@HOST/DB") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (the latest by default)."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    command.downgrade(alembic_config(engine), revision)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """The process's engine for ``url`` (default: the configured catalogue), migrated to head."""
+    url = url or database_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_catalog_engine(url)
+            try:
+                if current_revision(engine) != head_revision():
+                    migrate(engine)
+            except OperationalError as exc:
+                engine.dispose()
+                raise BackupctlError(f"cannot open the catalogue at {_redact(url)}: {exc.orig}",
+                                     "check BACKUPCTL_DATABASE_URL / BACKUPCTL_HOME and that the database is up") from None
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits when the block ends normally and rolls back otherwise."""
+    factory = sessionmaker(get_engine(url), expire_on_commit=False)
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as given, minus nothing secret we can find
+        return url.split("@")[-1]

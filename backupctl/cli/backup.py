@@ -1,0 +1,96 @@
+"""``backupctl backup``: take, list, show, protect and delete catalogued backups."""
+
+from __future__ import annotations
+
+import click
+
+from backupctl.catalog.db import session_scope
+from backupctl.cli.catalog_options import org_option, print_fields, print_table
+from backupctl.cli.common import human_bytes, json_option, print_json
+from backupctl.services import backups as service
+
+
+@click.group("backup")
+def command() -> None:
+    """Backups of registered clusters."""
+
+
+@command.command("create")
+@click.option("--cluster", required=True, help="The cluster to back up.")
+@click.option("--method", default=None, help="Backup method [default: the engine's default full method].")
+@click.option("--type", "type_", default="full", show_default=True, metavar="full|incremental",
+              help="full or incremental.")
+@click.option("--repo", "repository", help="Repository name [default: the policy's, else the default one].")
+@org_option
+@json_option
+def create(cluster: str, method: str | None, type_: str, repository: str | None, org: str, as_json: bool) -> None:
+    """Back up a cluster now."""
+    with session_scope() as s:
+        b = service.create_backup(s, cluster=cluster, org=org, method=method, type=type_, repository=repository)
+        data = service.backup_to_dict(b)
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"backup {data['name']} {data['phase']}: {human_bytes(data['logical_size'] or 0)} read, "
+                   f"{human_bytes(data['bytes_added'] or 0)} added to repository {data['repository']}")
+
+
+@command.command("list")
+@click.option("--cluster", help="Only this cluster's backups.")
+@click.option("--recycled", is_flag=True, help="Only the recycle bin (backups of unregistered clusters).")
+@org_option
+@json_option
+def list_(cluster: str | None, recycled: bool, org: str, as_json: bool) -> None:
+    """List backups, oldest first."""
+    with session_scope() as s:
+        data = [service.backup_to_dict(b)
+                for b in service.list_backups(s, org, cluster=cluster, recycled=True if recycled else None)]
+    if as_json:
+        print_json(data)
+        return
+    print_table(["NAME", "CLUSTER", "METHOD", "TYPE", "PHASE", "COMPLETED", "SIZE", "PARENT", "FLAGS"],
+                [(b["name"], b["cluster"], b["method"], b["type"], b["phase"], b["completed_at"] or "",
+                  human_bytes(b["logical_size"]) if b["logical_size"] is not None else "", b["parent"] or "",
+                  " ".join(f for f, on in (("protected", b["deletion_protection"]), ("recycled", b["recycled"])) if on))
+                 for b in data], empty="no backups")
+
+
+@command.command("show")
+@click.argument("name")
+@org_option
+@json_option
+def show(name: str, org: str, as_json: bool) -> None:
+    """Show one backup."""
+    with session_scope() as s:
+        data = service.backup_to_dict(service.get_backup(s, name, org))
+    print_json(data) if as_json else print_fields(data)
+
+
+@command.command("protect")
+@click.argument("name")
+@org_option
+def protect(name: str, org: str) -> None:
+    """Turn deletion protection on."""
+    with session_scope() as s:
+        service.set_deletion_protection(s, name, org, True)
+    click.echo(f"backup {name}: deletion protection on")
+
+
+@command.command("unprotect")
+@click.argument("name")
+@org_option
+def unprotect(name: str, org: str) -> None:
+    """Turn deletion protection off."""
+    with session_scope() as s:
+        service.set_deletion_protection(s, name, org, False)
+    click.echo(f"backup {name}: deletion protection off")
+
+
+@command.command("delete")
+@click.argument("name")
+@org_option
+def delete(name: str, org: str) -> None:
+    """Delete backup NAME: its record and its repository snapshots (space is reclaimed by gc)."""
+    with session_scope() as s:
+        service.delete_backup(s, service.get_backup(s, name, org))
+    click.echo(f"deleted backup {name}")

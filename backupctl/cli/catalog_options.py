@@ -1,0 +1,37 @@
+"""Options and output helpers shared by the catalogue command modules (cluster, policy, backup, catalog)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+org_option = click.option("--org", envvar="BACKUPCTL_ORG", default="default", show_default=True, metavar="ORG",
+                          help="Organisation [env BACKUPCTL_ORG].")
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: str) -> None:
+    rows = list(rows)
+    if not rows:
+        click.echo(empty)
+        return
+    table = Table(*columns, box=None, header_style="bold", pad_edge=False)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console = Console()
+    if not console.is_terminal:          # piped: never wrap rows, whatever the width
+        console = Console(width=4096)
+    console.print(table)
+
+
+def print_fields(data: dict[str, Any]) -> None:
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value) or "-"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")

@@ -1,0 +1,57 @@
+"""``backupctl repo add`` and ``repo list``: repositories in the catalogue.
+
+Plain click commands; the ``repo`` group (backupctl/cli/repo.py) attaches them:
+``command.add_command(catalog_repo.add)`` and ``command.add_command(catalog_repo.list_)``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from backupctl.catalog.db import session_scope
+from backupctl.cli.catalog_options import print_table
+from backupctl.cli.common import json_option, print_json
+from backupctl.services import repositories as service
+
+
+@click.command("add")
+@click.argument("name")
+@click.option("--url", required=True, help="Repository URL: a path, file:///path, s3://bucket/prefix.")
+@click.option("--default", "default", is_flag=True, help="Make it the default repository.")
+@click.option("--org", "orgs", multiple=True, help="An organisation allowed to use it (repeat); none = all.")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the password "
+                                                    f"[default: {service.DEFAULT_PASSWORD_ENV}].")
+@click.option("--password-file", metavar="FILE", help="File holding the password.")
+@click.option("--password-command", metavar="CMD", help="Command printing the password.")
+@click.option("--init", "init", is_flag=True, help="Also create the repository at URL (as 'repo init').")
+@json_option
+def add(name: str, url: str, default: bool, orgs: tuple[str, ...], password_env: str | None,
+        password_file: str | None, password_command: str | None, init: bool, as_json: bool) -> None:
+    """Record repository NAME in the catalogue (only where its password comes from, never the password)."""
+    with session_scope() as s:
+        row = service.add_repository(s, name=name, url=url, default=default, orgs=orgs, password_env=password_env,
+                                     password_file=password_file, password_command=password_command)
+        if init:
+            service.init_repository(row)
+        data = service.repository_to_dict(row)
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"added repository {name} ({data['url']}){' as the default' if default else ''}"
+                   f"{', created' if init else ''}")
+
+
+@click.command("list")
+@click.option("--org", default=None, help="Only repositories this organisation may use.")
+@json_option
+def list_(org: str | None, as_json: bool) -> None:
+    """List the repositories in the catalogue."""
+    with session_scope() as s:
+        data = [service.repository_to_dict(r) for r in service.list_repositories(s, org)]
+    if as_json:
+        print_json(data)
+        return
+    print_table(["NAME", "URL", "DEFAULT", "ORGANISATIONS", "PASSWORD FROM"],
+                [(r["name"], r["url"], "yes" if r["default"] else "", ",".join(r["organisations"]) or "(all)",
+                  f"{r['password_source']['kind']}:{r['password_source']['value']}") for r in data],
+                empty="no repositories in the catalogue")

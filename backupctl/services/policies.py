@@ -1,0 +1,235 @@
+"""Backup policies and their per-method schedules, after KubeBlocks' BackupPolicy and BackupSchedule.
+
+A policy belongs to a cluster. It lists backup methods (``backup_methods``), a repository
+(else the default one is used), retention rules (JSON, read by the retention module), and
+per method a schedule: a five-field cron expression in a time zone (UTC by default), an
+enabled flag and a ``retention_period`` (``7d``, ``12h``, ``30d12h``, as in KubeBlocks).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backupctl.catalog.models import BackupPolicy, BackupSchedule
+from backupctl.errors import NotFoundError, UsageError
+from backupctl.services import audit
+from backupctl.services.clusters import get_cluster
+from backupctl.services.names import check_name
+from backupctl.services.organisations import get_organisation
+from backupctl.services.repositories import check_usable, get_repository
+from engine_tools import registry
+
+DEFAULT_RETENTION_PERIOD = "7d"     # KubeBlocks' default
+RETENTION_INT_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+RETENTION_PERIOD_KEYS = ("period", "pitr_window")
+_PERIOD = re.compile(r"^(?:\d+(?:y|mo|d|h|m))+$")
+
+
+@dataclass
+class ScheduleSpec:
+    method: str
+    cron: str
+    timezone: str = "UTC"
+    enabled: bool = True
+    retention_period: str | None = DEFAULT_RETENTION_PERIOD
+
+
+def parse_schedule(text: str) -> tuple[str, str]:
+    """``METHOD=CRON`` as given to --schedule."""
+    method, sep, cron = text.partition("=")
+    if not sep or not method.strip() or not cron.strip():
+        raise UsageError(f"invalid schedule {text!r}", "write --schedule METHOD=CRON, e.g. --schedule 'volume=0 3 * * *'")
+    return method.strip(), " ".join(cron.split())
+
+
+def validate_timezone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown time zone {tz!r}", "use an IANA name such as UTC or Europe/Paris") from None
+    return tz
+
+
+def validate_cron(expr: str, tz: str = "UTC") -> str:
+    """A standard five-field cron expression (minute hour day-of-month month day-of-week)."""
+    expr = " ".join(expr.split())
+    fields = expr.split(" ")
+    if len(fields) != 5:
+        raise UsageError(f"invalid cron expression {expr!r}: {len(fields)} field(s), expected 5",
+                         "write minute hour day-of-month month day-of-week, e.g. '0 3 * * *'")
+    try:
+        CronTrigger.from_crontab(expr, timezone=validate_timezone(tz))
+    except ValueError as exc:
+        raise UsageError(f"invalid cron expression {expr!r}: {exc}",
+                         "write minute hour day-of-month month day-of-week, e.g. '0 3 * * *'") from None
+    return expr
+
+
+def validate_period(value: str, what: str = "retention period") -> str:
+    if not _PERIOD.match(value):
+        raise UsageError(f"invalid {what} {value!r}", "write a duration such as 7d, 12h, 30d12h, 6mo or 1y")
+    return value
+
+
+def validate_retention(rules: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in rules.items():
+        if value is None:
+            continue
+        if key in RETENTION_INT_KEYS:
+            if not isinstance(value, int) or value < 0:
+                raise UsageError(f"invalid {key.replace('_', '-')} {value!r}", "give a whole number, 0 or more")
+        elif key in RETENTION_PERIOD_KEYS:
+            validate_period(value, key.replace("_", "-"))
+        else:
+            raise UsageError(f"unknown retention rule {key!r}",
+                             f"rules: {', '.join(RETENTION_INT_KEYS + RETENTION_PERIOD_KEYS)}")
+        out[key] = value
+    return out
+
+
+def _check_method(engine: str, method: str) -> None:
+    registry.resolve_method(engine, method)   # raises the clear "unknown backup method" line
+
+
+def create_policy(session: Session, *, name: str, cluster: str, org: str | None = None, repository: str | None = None,
+                  methods: list[str] | tuple = (), schedules: list[ScheduleSpec] | tuple = (),
+                  retention: dict[str, Any] | None = None) -> BackupPolicy:
+    check_name(name, "policy")
+    organisation = get_organisation(session, org)
+    target = get_cluster(session, cluster, org)
+    if session.scalar(select(BackupPolicy).where(BackupPolicy.organisation_id == organisation.id,
+                                                 BackupPolicy.name == name)) is not None:
+        raise UsageError(f"a policy named {name} already exists", f"change it with 'backupctl policy update {name}'")
+    repo_row = None
+    if repository:
+        repo_row = get_repository(session, repository)
+        check_usable(repo_row, organisation)
+    seen: set[str] = set()
+    rows = []
+    for spec in schedules:
+        _check_method(target.engine, spec.method)
+        if spec.method in seen:
+            raise UsageError(f"two schedules for method {spec.method}", "give one --schedule per method")
+        seen.add(spec.method)
+        rows.append(_schedule_row(spec))
+    all_methods = list(dict.fromkeys([*methods, *seen]))
+    for m in all_methods:
+        _check_method(target.engine, m)
+    if not all_methods:
+        raise UsageError(f"policy {name} names no backup method",
+                         "pass --schedule METHOD=CRON or --method METHOD")
+    policy = BackupPolicy(name=name, organisation=organisation, cluster=target, repository=repo_row,
+                          backup_methods=all_methods, retention=validate_retention(retention or {}), schedules=rows)
+    session.add(policy)
+    session.flush()
+    audit.record(session, "policy.create", f"policy/{name}", organisation_id=organisation.id, cluster=cluster)
+    return policy
+
+
+def _schedule_row(spec: ScheduleSpec) -> BackupSchedule:
+    return BackupSchedule(backup_method=spec.method, cron_expression=validate_cron(spec.cron, spec.timezone),
+                          timezone=spec.timezone, enabled=spec.enabled,
+                          retention_period=validate_period(spec.retention_period) if spec.retention_period else None)
+
+
+def get_policy(session: Session, name: str, org: str | None = None) -> BackupPolicy:
+    organisation = get_organisation(session, org)
+    policy = session.scalar(select(BackupPolicy).where(BackupPolicy.organisation_id == organisation.id,
+                                                       BackupPolicy.name == name))
+    if policy is None:
+        raise NotFoundError(f"no policy {name!r} in organisation {organisation.name}", "see 'backupctl policy list'")
+    return policy
+
+
+def list_policies(session: Session, org: str | None = None, cluster: str | None = None) -> list[BackupPolicy]:
+    organisation = get_organisation(session, org)
+    q = select(BackupPolicy).where(BackupPolicy.organisation_id == organisation.id)
+    if cluster:
+        q = q.where(BackupPolicy.cluster_id == get_cluster(session, cluster, org).id)
+    return list(session.scalars(q.order_by(BackupPolicy.name)))
+
+
+def policies_of_cluster(session: Session, cluster_id: int) -> list[BackupPolicy]:
+    return list(session.scalars(select(BackupPolicy).where(BackupPolicy.cluster_id == cluster_id)
+                                .order_by(BackupPolicy.id)))
+
+
+def update_policy(session: Session, name: str, org: str | None = None, *, repository: str | None = None,
+                  schedules: list[ScheduleSpec] | tuple = (), remove: list[str] | tuple = (),
+                  enable: list[str] | tuple = (), disable: list[str] | tuple = (), methods: list[str] | tuple = (),
+                  timezone: str | None = None, retention_period: str | None = None,
+                  retention: dict[str, Any] | None = None) -> BackupPolicy:
+    """Change a policy: add or replace per-method schedules, remove or toggle them, change repository/retention."""
+    policy = get_policy(session, name, org)
+    engine = policy.cluster.engine
+    if repository is not None:
+        repo_row = get_repository(session, repository)
+        check_usable(repo_row, policy.organisation)
+        policy.repository = repo_row
+    by_method = {s.backup_method: s for s in policy.schedules}
+    for spec in schedules:
+        _check_method(engine, spec.method)
+        row = by_method.get(spec.method)
+        if row is None:
+            row = _schedule_row(spec)
+            policy.schedules.append(row)
+            by_method[spec.method] = row
+        else:
+            row.cron_expression = validate_cron(spec.cron, spec.timezone)
+            row.timezone = spec.timezone
+    for method in (*remove, *enable, *disable):
+        if method not in by_method:
+            raise UsageError(f"policy {name} has no schedule for method {method}",
+                             f"scheduled methods: {', '.join(by_method) or 'none'}")
+    for method in remove:
+        policy.schedules.remove(by_method.pop(method))
+    for method in enable:
+        by_method[method].enabled = True
+    for method in disable:
+        by_method[method].enabled = False
+    if timezone is not None:
+        validate_timezone(timezone)
+        for row in by_method.values():
+            validate_cron(row.cron_expression, timezone)
+            row.timezone = timezone
+    if retention_period is not None:
+        validate_period(retention_period)
+        for row in by_method.values():
+            row.retention_period = retention_period
+    for m in methods:
+        _check_method(engine, m)
+    policy.backup_methods = list(dict.fromkeys([*policy.backup_methods, *methods, *by_method]))
+    if retention:
+        merged = dict(policy.retention)
+        merged.update(retention)
+        policy.retention = validate_retention({k: v for k, v in merged.items() if v is not None})
+    session.flush()
+    audit.record(session, "policy.update", f"policy/{name}", organisation_id=policy.organisation_id)
+    return policy
+
+
+def delete_policy(session: Session, name: str, org: str | None = None) -> None:
+    policy = get_policy(session, name, org)
+    audit.record(session, "policy.delete", f"policy/{name}", organisation_id=policy.organisation_id)
+    session.delete(policy)
+    session.flush()
+
+
+def policy_to_dict(p: BackupPolicy) -> dict[str, Any]:
+    return {
+        "name": p.name, "organisation": p.organisation.name, "cluster": p.cluster.name,
+        "repository": p.repository.name if p.repository else None, "backup_methods": list(p.backup_methods),
+        "retention": dict(p.retention),
+        "schedules": [{"backup_method": s.backup_method, "cron_expression": s.cron_expression,
+                       "timezone": s.timezone, "enabled": s.enabled, "retention_period": s.retention_period}
+                      for s in p.schedules],
+        "created_at": p.created_at.isoformat(), "updated_at": p.updated_at.isoformat(),
+    }

@@ -1,0 +1,114 @@
+"""Repositories in the catalogue (KubeBlocks' BackupRepo): name, URL, default flag, allowed organisations.
+
+The passphrase is never stored: a row names where it comes from (a file, a command, or
+an environment variable, BACKUPCTL_PASSWORD by default) and it is read at the moment of use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backupctl.catalog.models import BackupRepository, Organisation
+from backupctl.errors import NotFoundError, UsageError
+from backupctl.repository import Repository
+from backupctl.secrets import read_secret
+from backupctl.services import audit
+from backupctl.services.names import check_env_var_name, check_name
+from backupctl.services.organisations import get_organisation
+
+DEFAULT_PASSWORD_ENV = "BACKUPCTL_PASSWORD"
+
+
+def normalise_url(url: str) -> str:
+    """A plain path becomes absolute, so the row means the same from any working directory."""
+    if not url:
+        raise UsageError("no repository URL given", "pass --url PATH, file:///PATH or s3://BUCKET/PREFIX")
+    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
+
+
+def add_repository(session: Session, *, name: str, url: str, default: bool = False, orgs: list[str] | tuple = (),
+                   password_env: str | None = None, password_file: str | None = None,
+                   password_command: str | None = None) -> BackupRepository:
+    check_name(name, "repository")
+    if password_env:
+        check_env_var_name(password_env, "--password-env")
+    if session.scalar(select(BackupRepository).where(BackupRepository.name == name)) is not None:
+        raise UsageError(f"a repository named {name} is already in the catalogue", "choose another name")
+    row = BackupRepository(name=name, url=normalise_url(url), password_env=password_env,
+                           password_file=os.path.abspath(os.path.expanduser(password_file)) if password_file else None,
+                           password_command=password_command,
+                           organisations=[get_organisation(session, o, create=True) for o in orgs])
+    session.add(row)
+    if default:
+        make_default(session, row)
+    session.flush()
+    audit.record(session, "repository.add", f"repository/{name}", url=row.url, default=default)
+    return row
+
+
+def make_default(session: Session, row: BackupRepository) -> None:
+    for other in session.scalars(select(BackupRepository).where(BackupRepository.is_default.is_(True))):
+        other.is_default = False
+    row.is_default = True
+
+
+def get_repository(session: Session, name: str) -> BackupRepository:
+    row = session.scalar(select(BackupRepository).where(BackupRepository.name == name))
+    if row is None:
+        raise NotFoundError(f"no repository {name!r} in the catalogue",
+                            "see 'backupctl repo list', or add it with 'backupctl repo add NAME --url URL'")
+    return row
+
+
+def find_by_url(session: Session, url: str) -> BackupRepository | None:
+    return session.scalar(select(BackupRepository).where(BackupRepository.url == normalise_url(url)))
+
+
+def usable_by(row: BackupRepository, org: Organisation) -> bool:
+    return not row.organisations or any(o.id == org.id for o in row.organisations)
+
+
+def check_usable(row: BackupRepository, org: Organisation) -> None:
+    if not usable_by(row, org):
+        raise UsageError(f"repository {row.name} is not open to organisation {org.name}",
+                         "use a repository of your organisation, or ask an administrator to allow it")
+
+
+def list_repositories(session: Session, org: str | None = None) -> list[BackupRepository]:
+    rows = list(session.scalars(select(BackupRepository).order_by(BackupRepository.name)))
+    if org is None:
+        return rows
+    organisation = get_organisation(session, org)
+    return [r for r in rows if usable_by(r, organisation)]
+
+
+def default_repository(session: Session, org: Organisation) -> BackupRepository | None:
+    rows = session.scalars(select(BackupRepository).where(BackupRepository.is_default.is_(True)))
+    return next((r for r in rows if usable_by(r, org)), None)
+
+
+def repository_password(row: BackupRepository) -> str:
+    return read_secret(env=row.password_env or DEFAULT_PASSWORD_ENV, file=row.password_file,
+                       command=row.password_command, prompt=False, what=f"password of repository {row.name}")
+
+
+def open_repository(row: BackupRepository) -> Repository:
+    return Repository.open(row.url, repository_password(row))
+
+
+def init_repository(row: BackupRepository) -> None:
+    """Create the repository itself at the row's URL (``repo add --init``)."""
+    Repository.init(row.url, repository_password(row)).close()
+
+
+def repository_to_dict(r: BackupRepository) -> dict[str, Any]:
+    source = ("file", r.password_file) if r.password_file else ("command", r.password_command) \
+        if r.password_command else ("env", r.password_env or DEFAULT_PASSWORD_ENV)
+    return {"name": r.name, "url": r.url, "default": r.is_default,
+            "organisations": sorted(o.name for o in r.organisations),
+            "password_source": {"kind": source[0], "value": source[1]},
+            "created_at": r.created_at.isoformat()}

@@ -1,0 +1,164 @@
+"""The catalogue commands through `backupctl` (click's CliRunner on backupctl.cli.cli)."""
+
+from __future__ import annotations
+
+import json
+
+from backupctl.catalog.db import session_scope
+from backupctl.catalog.models import PHASE_COMPLETED, Backup
+from backupctl.services.clusters import get_cluster
+
+
+def _register(run, name="pg", engine="postgresql", *extra: str):
+    return run("cluster", "register", name, "--engine", engine, "--host", "db1", "--port", "5432", *extra)
+
+
+def test_cluster_register_list_show_unregister(run) -> None:
+    out = _register(run, "pg", "postgresql", "--user", "backup", "--password-env", "PGPASSWORD").stdout
+    assert out.strip() == "registered cluster pg (postgresql at db1:5432) in organisation default"
+    _register(run, "cache", "redis")
+    listed = json.loads(run("cluster", "list", "--json").stdout)
+    assert [(c["name"], c["engine"], c["port"]) for c in listed] == [("cache", "redis", 5432),
+                                                                     ("pg", "postgresql", 5432)]
+    shown = json.loads(run("cluster", "show", "pg", "--json").stdout)
+    assert shown["password_env"] == "PGPASSWORD"
+    assert shown["user"] == "backup"
+    assert set(shown) == {"name", "engine", "version", "topology", "organisation", "environment", "host", "port",
+                          "user", "password_env", "data_dir", "deletion_protection", "created_at", "deleted_at"}
+    table = run("cluster", "list").stdout
+    assert "pg" in table and "redis" in table
+    assert run("cluster", "unregister", "cache").stdout.startswith("unregistered cluster cache")
+    assert [c["name"] for c in json.loads(run("cluster", "list", "--json").stdout)] == ["pg"]
+    assert [c["name"] for c in json.loads(run("cluster", "list", "--all", "--json").stdout)] == ["cache", "pg"]
+
+
+def test_clusters_of_another_organisation_are_invisible(run) -> None:
+    _register(run, "pg", "postgresql", "--org", "acme")
+    assert json.loads(run("cluster", "list", "--json").stdout) == []
+    assert [c["name"] for c in json.loads(run("cluster", "list", "--org", "acme", "--json").stdout)] == ["pg"]
+    assert run.fails("cluster", "show", "pg") == \
+        "error: no cluster 'pg' in organisation default (see 'backupctl cluster list', or register it with " \
+        "'backupctl cluster register')"
+
+
+def test_unknown_engine_is_one_clear_line(run) -> None:
+    line = run.fails("cluster", "register", "o", "--engine", "oracle", "--host", "h", "--port", "1521")
+    assert line == "error: unknown engine 'oracle' (choose one of: postgresql, mysql, redis)"
+
+
+def test_policy_create_show_update_list_delete(run) -> None:
+    _register(run, "pg", "postgresql", "--data-dir", "/var/lib/pg")
+    run("repo", "add", "main", "--url", "/srv/backups")
+    out = run("policy", "create", "pg-nightly", "--cluster", "pg", "--schedule", "volume=30 2 * * *",
+              "--timezone", "Asia/Shanghai", "--repo", "main", "--keep-last", "7", "--pitr-window", "3d").stdout
+    assert out.strip() == "created policy pg-nightly for cluster pg: 1 schedule(s)"
+    d = json.loads(run("policy", "show", "pg-nightly", "--json").stdout)
+    assert d["schedules"] == [{"backup_method": "volume", "cron_expression": "30 2 * * *",
+                               "timezone": "Asia/Shanghai", "enabled": True, "retention_period": "7d"}]
+    assert d["retention"] == {"keep_last": 7, "pitr_window": "3d"}
+    assert d["repository"] == "main"
+    run("policy", "update", "pg-nightly", "--schedule", "volume=0 4 * * 0", "--disable", "volume",
+        "--retention-period", "30d", "--keep-weekly", "4")
+    d = json.loads(run("policy", "show", "pg-nightly", "--json").stdout)
+    assert d["schedules"][0]["cron_expression"] == "0 4 * * 0"
+    assert d["schedules"][0]["enabled"] is False
+    assert d["schedules"][0]["retention_period"] == "30d"
+    assert d["schedules"][0]["timezone"] == "Asia/Shanghai"
+    assert d["retention"] == {"keep_last": 7, "pitr_window": "3d", "keep_weekly": 4}
+    assert [p["name"] for p in json.loads(run("policy", "list", "--json").stdout)] == ["pg-nightly"]
+    assert "volume: 0 4 * * 0 Asia/Shanghai (disabled)" in run("policy", "list").stdout
+    run("policy", "delete", "pg-nightly")
+    assert json.loads(run("policy", "list", "--json").stdout) == []
+
+
+def test_invalid_cron_is_one_clear_line(run) -> None:
+    _register(run)
+    line = run.fails("policy", "create", "p", "--cluster", "pg", "--schedule", "volume=0 25 * * *")
+    assert line.startswith("error: invalid cron expression '0 25 * * *': ")
+    assert "(write minute hour day-of-month month day-of-week, e.g. '0 3 * * *')" in line
+    line = run.fails("policy", "create", "p", "--cluster", "pg", "--schedule", "volume=every day")
+    assert line.startswith("error: invalid cron expression 'every day': 2 field(s), expected 5")
+
+
+def test_unknown_method_for_the_engine_is_one_clear_line(run) -> None:
+    _register(run, "r", "redis")
+    line = run.fails("policy", "create", "p", "--cluster", "r", "--schedule", "pg_basebackup=0 3 * * *")
+    assert line == "error: unknown backup method 'pg_basebackup' for engine redis (methods for redis: volume)"
+    line = run.fails("backup", "create", "--cluster", "r", "--method", "pg_basebackup")
+    assert line == "error: unknown backup method 'pg_basebackup' for engine redis (methods for redis: volume)"
+
+
+def _add_backups(cluster: str, *specs: tuple[str, str | None, bool]) -> None:
+    """Insert completed backups (name, parent name, protected) straight into the catalogue."""
+    with session_scope() as s:
+        c = get_cluster(s, cluster)
+        made: dict[str, Backup] = {}
+        for name, parent, protected in specs:
+            b = Backup(name=name, organisation=c.organisation, cluster=c, cluster_name=c.name, engine=c.engine,
+                       method="volume", type="incremental" if parent else "full", parent=made.get(parent),
+                       phase=PHASE_COMPLETED, repository_name="main", deletion_protection=protected)
+            s.add(b)
+            s.flush()
+            made[name] = b
+
+
+def test_deleting_a_protected_backup_is_one_clear_line(run) -> None:
+    _register(run)
+    _add_backups("pg", ("b1", None, True))
+    line = run.fails("backup", "delete", "b1")
+    assert line == ("error: backup b1 has deletion protection on "
+                    "(turn it off first with 'backupctl backup unprotect b1')")
+    run("backup", "unprotect", "b1")
+    run("backup", "delete", "b1")
+    assert json.loads(run("backup", "list", "--json").stdout) == []
+
+
+def test_deleting_a_backup_another_depends_on_is_one_clear_line(run) -> None:
+    _register(run)
+    _add_backups("pg", ("full", None, False), ("inc", "full", False))
+    line = run.fails("backup", "delete", "full")
+    assert line == ("error: backup full cannot be deleted: inc depend(s) on it (an incremental needs its parent "
+                    "to restore) (delete the dependent backups first, or let retention remove the whole chain)")
+    shown = json.loads(run("backup", "show", "inc", "--json").stdout)
+    assert shown["parent"] == "full"
+    assert shown["type"] == "incremental"
+
+
+def test_unregister_asks_what_to_do_with_backups(run) -> None:
+    _register(run)
+    _add_backups("pg", ("full", None, False), ("inc", "full", False))
+    line = run.fails("cluster", "unregister", "pg")
+    assert line == ("error: cluster pg has 2 backup(s): say what to do with them (pass --keep latest, --keep all "
+                    "or --keep none (kept ones go to the recycle bin))")
+    out = json.loads(run("cluster", "unregister", "pg", "--keep", "all", "--json").stdout)
+    assert out == {"cluster": "pg", "kept": ["full", "inc"], "deleted": []}
+    recycled = json.loads(run("backup", "list", "--recycled", "--json").stdout)
+    assert [(b["name"], b["recycled"], b["cluster"]) for b in recycled] == [("full", True, "pg"), ("inc", True, "pg")]
+
+
+def test_repo_add_and_list(run, tmp_path) -> None:
+    run("repo", "add", "nas", "--url", str(tmp_path / "nas"), "--default")
+    run("repo", "add", "acme-s3", "--url", "s3://bucket/acme", "--org", "acme", "--password-env", "ACME_REPO_PW")
+    listed = json.loads(run("repo", "list", "--json").stdout)
+    assert [(r["name"], r["default"], r["organisations"], r["password_source"]) for r in listed] == [
+        ("acme-s3", False, ["acme"], {"kind": "env", "value": "ACME_REPO_PW"}),
+        ("nas", True, [], {"kind": "env", "value": "BACKUPCTL_PASSWORD"}),
+    ]
+    line = run.fails("repo", "add", "nas", "--url", "/elsewhere")
+    assert line == "error: a repository named nas is already in the catalogue (choose another name)"
+
+
+def test_catalog_info_reports_the_head_revision(run, backupctl_env) -> None:
+    info = json.loads(run("catalog", "info", "--json").stdout)
+    assert info["revision"] == info["head"] == "0001"
+    assert info["url"] == f"sqlite:///{backupctl_env / 'catalog.db'}"
+
+
+def test_the_cli_works_on_postgresql(run, pg_url, monkeypatch) -> None:
+    from tests.catalog.conftest import _reset_pg
+
+    _reset_pg(pg_url)
+    monkeypatch.setenv("BACKUPCTL_DATABASE_URL", pg_url)
+    _register(run, "pg-on-pg")
+    assert [c["name"] for c in json.loads(run("cluster", "list", "--json").stdout)] == ["pg-on-pg"]
+    assert json.loads(run("catalog", "info", "--json").stdout)["url"].startswith("postgresql+psycopg://")
