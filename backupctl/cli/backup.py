@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from backupctl.catalog.db import session_scope
-from backupctl.cli.catalog_options import org_option, print_fields, print_table
+from backupctl.cli.catalog_options import add_protection_commands, org_option, print_fields, print_table
 from backupctl.cli.common import human_bytes, json_option, print_json
 from backupctl.services import backups as service
 
@@ -66,24 +66,7 @@ def show(name: str, org: str, as_json: bool) -> None:
     print_json(data) if as_json else print_fields(data)
 
 
-@command.command("protect")
-@click.argument("name")
-@org_option
-def protect(name: str, org: str) -> None:
-    """Turn deletion protection on."""
-    with session_scope() as s:
-        service.set_deletion_protection(s, name, org, True)
-    click.echo(f"backup {name}: deletion protection on")
-
-
-@command.command("unprotect")
-@click.argument("name")
-@org_option
-def unprotect(name: str, org: str) -> None:
-    """Turn deletion protection off."""
-    with session_scope() as s:
-        service.set_deletion_protection(s, name, org, False)
-    click.echo(f"backup {name}: deletion protection off")
+add_protection_commands(command, "backup", service.set_deletion_protection)
 
 
 @command.command("delete")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
@@ -35,3 +35,22 @@ def print_fields(data: dict[str, Any]) -> None:
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+def add_protection_commands(group: click.Group, noun: str, set_protection: Callable[[Any, str, str, bool], None]) -> None:
+    """``protect NAME`` and ``unprotect NAME`` for a catalogue object that has deletion protection."""
+    from backupctl.catalog.db import session_scope
+
+    def make(name: str, on: bool) -> click.Command:
+        @click.command(name, help=f"Turn deletion protection {'on' if on else 'off'} for {noun} NAME.")
+        @click.argument("object_name", metavar="NAME")
+        @org_option
+        def cmd(object_name: str, org: str) -> None:
+            with session_scope() as s:
+                set_protection(s, object_name, org, on)
+            click.echo(f"{noun} {object_name}: deletion protection {'on' if on else 'off'}")
+
+        return cmd
+
+    group.add_command(make("protect", True))
+    group.add_command(make("unprotect", False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from backupctl.catalog.db import session_scope
-from backupctl.cli.catalog_options import org_option, print_fields, print_table
+from backupctl.cli.catalog_options import add_protection_commands, org_option, print_fields, print_table
 from backupctl.cli.common import json_option, print_json
 from backupctl.services import clusters as service
 
@@ -75,24 +75,7 @@ def show(name: str, org: str, as_json: bool) -> None:
     print_json(data) if as_json else print_fields(data)
 
 
-@command.command("protect")
-@click.argument("name")
-@org_option
-def protect(name: str, org: str) -> None:
-    """Turn deletion protection on."""
-    with session_scope() as s:
-        service.set_deletion_protection(s, name, org, True)
-    click.echo(f"cluster {name}: deletion protection on")
-
-
-@command.command("unprotect")
-@click.argument("name")
-@org_option
-def unprotect(name: str, org: str) -> None:
-    """Turn deletion protection off."""
-    with session_scope() as s:
-        service.set_deletion_protection(s, name, org, False)
-    click.echo(f"cluster {name}: deletion protection off")
+add_protection_commands(command, "cluster", service.set_deletion_protection)
 
 
 @command.command("unregister")
