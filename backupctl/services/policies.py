@@ -8,7 +8,6 @@ enabled flag and a ``retention_period`` (``7d``, ``12h``, ``30d12h``, as in Kube
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from backupctl.catalog.models import BackupPolicy, BackupSchedule
 from backupctl.errors import NotFoundError, UsageError
+from backupctl.retention.period import parse_period
 from backupctl.services import audit
 from backupctl.services.clusters import get_cluster
 from backupctl.services.names import check_name
@@ -29,7 +29,6 @@ from engine_tools import registry
 DEFAULT_RETENTION_PERIOD = "7d"     # KubeBlocks' default
 RETENTION_INT_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 RETENTION_PERIOD_KEYS = ("period", "pitr_window")
-_PERIOD = re.compile(r"^(?:\d+(?:y|mo|d|h|m))+$")
 
 
 @dataclass
@@ -73,8 +72,11 @@ def validate_cron(expr: str, tz: str = "UTC") -> str:
 
 
 def validate_period(value: str, what: str = "retention period") -> str:
-    if not _PERIOD.match(value):
-        raise UsageError(f"invalid {what} {value!r}", "write a duration such as 7d, 12h, 30d12h, 6mo or 1y")
+    """One parser for periods everywhere: the retention module's."""
+    try:
+        parse_period(value)
+    except UsageError as exc:
+        raise UsageError(f"invalid {what} {value!r}: {exc.message}", exc.hint) from None
     return value
 
 

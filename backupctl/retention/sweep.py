@@ -1,0 +1,145 @@
+"""The retention sweep: apply each policy's rules to its cluster's backups in the catalogue,
+remove what goes (catalogue record and repository snapshots, children before parents), then
+reclaim space in each repository touched with its garbage collection.
+
+A policy's rules come from ``BackupPolicy.retention`` (``keep_last``, ``keep_daily``, ...,
+``period``, ``pitr_window``). Where those set no period, the schedules' ``retention_period``
+(KubeBlocks' per-schedule field) fills in: the longest one of the methods that take base
+backups becomes ``period``, the longest one of continuous methods becomes ``pitr_window``.
+All backups of the cluster are considered so chains are seen whole, but only backups made by
+the policy are ever deleted; the others are kept ("not made by policy P") with their chains.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backupctl.catalog.models import (
+    PHASE_COMPLETED,
+    PHASE_NEW,
+    PHASE_RUNNING,
+    Backup,
+    BackupPolicy,
+    BackupRepository,
+    utcnow,
+)
+from backupctl.errors import BackupctlError
+from backupctl.retention.period import parse_period
+from backupctl.retention.policy import BackupRecord, Decision, RetentionRules, decide
+
+log = logging.getLogger(__name__)
+
+
+def record_of(b: Backup, policy_id: int | None = None) -> BackupRecord:
+    completed = b.phase == PHASE_COMPLETED
+    running = b.phase in (PHASE_NEW, PHASE_RUNNING)
+    pinned = None
+    if policy_id is not None and b.policy_id != policy_id:
+        pinned = "not made by this policy"
+    return BackupRecord(
+        id=b.name, type=b.type, start=b.started_at or b.created_at,
+        end=b.completed_at if completed else None,
+        parent_id=b.parent.name if b.parent is not None else None,
+        completed=completed, running=running, protected=b.deletion_protection,
+        restorable_from=b.restorable_from if b.type == "continuous" else None,
+        restorable_to=b.restorable_to if b.type == "continuous" else None, pinned=pinned)
+
+
+def rules_for(policy: BackupPolicy, backups: list[Backup]) -> RetentionRules:
+    rules = dict(policy.retention or {})
+    continuous_methods = {b.method for b in backups if b.type == "continuous"}
+    base_periods, log_periods = [], []
+    for s in policy.schedules:
+        if s.retention_period:
+            (log_periods if s.backup_method in continuous_methods else base_periods).append(
+                parse_period(s.retention_period))
+    if not rules.get("period") and base_periods:
+        rules["period"] = max(base_periods)
+    if not rules.get("pitr_window") and log_periods:
+        rules["pitr_window"] = max(log_periods)
+    return RetentionRules.from_mapping(rules)
+
+
+@dataclass
+class PolicyPlan:
+    policy: BackupPolicy
+    rules: RetentionRules
+    decision: Decision
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.name, "organisation": self.policy.organisation.name,
+                "cluster": self.policy.cluster.name, "rules": self.rules.describe(), **self.decision.to_dict()}
+
+
+def plan(session: Session, *, org: str | None = None, policy: str | None = None,
+         now: datetime | None = None) -> list[PolicyPlan]:
+    """What retention would do now, per policy. Changes nothing."""
+    now = now or utcnow()
+    q = select(BackupPolicy).order_by(BackupPolicy.id)
+    plans = []
+    for p in session.scalars(q):
+        if org is not None and p.organisation.name != org:
+            continue
+        if policy is not None and p.name != policy:
+            continue
+        backups = list(session.scalars(select(Backup).where(Backup.cluster_id == p.cluster_id)))
+        rules = rules_for(p, backups)
+        plans.append(PolicyPlan(p, rules, decide([record_of(b, p.id) for b in backups], rules, now)))
+    return plans
+
+
+@dataclass
+class SweepReport:
+    deleted: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    gc: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deleted": self.deleted, "errors": self.errors, "gc": self.gc}
+
+
+def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True) -> SweepReport:
+    """Delete what the plans say goes (each deletion committed on its own), then gc."""
+    from backupctl.services.backups import delete_backup
+    from backupctl.services.repositories import open_repository
+
+    report = SweepReport()
+    touched: set[str] = set()
+    for p in plans:
+        for rec in p.decision.deleted():
+            backup = session.scalar(select(Backup).where(Backup.name == rec.id))
+            if backup is None or backup.policy_id != p.policy.id:
+                continue
+            try:
+                delete_backup(session, backup)
+                session.commit()
+            except BackupctlError as exc:
+                session.rollback()
+                report.errors[rec.id] = str(exc)
+                continue
+            report.deleted.append(rec.id)
+            touched.add(backup.repository_name)
+    if reclaim:
+        from backupctl.repository.gc import gc
+
+        for name in sorted(touched):
+            row = session.scalar(select(BackupRepository).where(BackupRepository.name == name))
+            if row is None:
+                continue
+            try:
+                with open_repository(row) as repo:
+                    result = gc(repo)
+                report.gc[name] = str(result)
+            except BackupctlError as exc:
+                report.errors[f"gc {name}"] = str(exc)
+    return report
+
+
+def sweep(session: Session, *, org: str | None = None, reclaim: bool = True) -> SweepReport:
+    return apply(session, plan(session, org=org), reclaim=reclaim)
