@@ -29,7 +29,7 @@ from scheduler.executor import ClaimingExecutor
 from scheduler.jobs import run_retention_sweep
 from scheduler.sync import PolicySchedule, SyncReport, sync_jobs
 from scheduler.tables import create_tables
-from scheduler.triggers import cron_trigger
+from backupctl.cron import cron_trigger
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 
 from backupctl.errors import BackupctlError
-from scheduler.triggers import cron_trigger
+from backupctl.cron import cron_trigger
 
 log = logging.getLogger(__name__)
 

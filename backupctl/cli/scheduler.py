@@ -27,7 +27,7 @@ def run(sync_interval: float, sweep_cron: str, misfire_grace: int | None) -> Non
     """Run the scheduler in the foreground. Several may share one PostgreSQL catalogue."""
     from scheduler import catalog
     from scheduler.service import BackupScheduler, SchedulerConfig
-    from scheduler.triggers import cron_trigger
+    from backupctl.cron import cron_trigger
 
     if sweep_cron:
         cron_trigger(sweep_cron)  # a bad one is one clear line before anything starts

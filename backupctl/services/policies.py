@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backupctl.catalog.models import BackupPolicy, BackupSchedule
+from backupctl.cron import cron_trigger, time_zone
 from backupctl.errors import NotFoundError, UsageError
 from backupctl.retention.period import parse_period
 from backupctl.services import audit
@@ -49,26 +48,14 @@ def parse_schedule(text: str) -> tuple[str, str]:
 
 
 def validate_timezone(tz: str) -> str:
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"unknown time zone {tz!r}", "use an IANA name such as UTC or Europe/Paris") from None
+    time_zone(tz)
     return tz
 
 
 def validate_cron(expr: str, tz: str = "UTC") -> str:
     """A standard five-field cron expression (minute hour day-of-month month day-of-week)."""
-    expr = " ".join(expr.split())
-    fields = expr.split(" ")
-    if len(fields) != 5:
-        raise UsageError(f"invalid cron expression {expr!r}: {len(fields)} field(s), expected 5",
-                         "write minute hour day-of-month month day-of-week, e.g. '0 3 * * *'")
-    try:
-        CronTrigger.from_crontab(expr, timezone=validate_timezone(tz))
-    except ValueError as exc:
-        raise UsageError(f"invalid cron expression {expr!r}: {exc}",
-                         "write minute hour day-of-month month day-of-week, e.g. '0 3 * * *'") from None
-    return expr
+    cron_trigger(expr, tz)
+    return " ".join(expr.split())
 
 
 def validate_period(value: str, what: str = "retention period") -> str:

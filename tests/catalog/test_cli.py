@@ -75,7 +75,7 @@ def test_invalid_cron_is_one_clear_line(run) -> None:
     _register(run)
     line = run.fails("policy", "create", "p", "--cluster", "pg", "--schedule", "volume=0 25 * * *")
     assert line.startswith("error: invalid cron expression '0 25 * * *': ")
-    assert "(write minute hour day-of-month month day-of-week, e.g. '0 3 * * *')" in line
+    assert "(write minute hour day-of-month month day-of-week, e.g. '0 3 * * *' (03:00 every day))" in line
     line = run.fails("policy", "create", "p", "--cluster", "pg", "--schedule", "volume=every day")
     assert line.startswith("error: invalid cron expression 'every day': 2 field(s), expected 5")
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from backupctl.errors import UsageError
-from scheduler.triggers import cron_trigger
+from backupctl.cron import cron_trigger
 
 UTC = timezone.utc
 
@@ -52,3 +52,18 @@ def test_unknown_time_zone_is_one_clear_line():
     with pytest.raises(UsageError) as info:
         cron_trigger("0 3 * * *", "Asia/Atlantis")
     assert str(info.value).startswith("unknown time zone 'Asia/Atlantis'") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("weekday, expected", [
+    ("0", {"Sunday"}), ("7", {"Sunday"}), ("1-5", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}),
+    ("6,0", {"Saturday", "Sunday"}), ("*/3", {"Sunday", "Wednesday", "Saturday"}), ("mon", {"Monday"}),
+])
+def test_day_of_week_counts_from_sunday_as_in_cron(weekday, expected):
+    from datetime import datetime, timedelta, timezone
+
+    trigger = cron_trigger(f"0 12 * * {weekday}")
+    seen, t = set(), datetime(2026, 11, 28, tzinfo=timezone.utc)
+    for _ in range(14):
+        t = trigger.get_next_fire_time(None, t + timedelta(seconds=1))
+        seen.add(t.strftime("%A"))
+    assert seen == expected
