@@ -5,20 +5,20 @@ Each command group lives in its own module and is registered in COMMAND_MODULES.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 import click
 
 from backupctl import __version__
+from backupctl.cli.lazy import LazyGroup
 from backupctl.errors import BackupctlError
 
 # Modules that each define a click group or command named ``command``.
 COMMAND_MODULES = ["repo", "snapshot", "cluster", "policy", "backup", "catalog", "scheduler", "retention"]
 
 
-class _Cli(click.Group):
+class _Cli(LazyGroup):
     """Turns project errors into one line on stderr and the error's exit code, wherever they are raised."""
 
     def invoke(self, ctx: click.Context):
@@ -29,14 +29,11 @@ class _Cli(click.Group):
             ctx.exit(exc.exit_code)
 
 
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=_Cli, lazy_subcommands={name: f"backupctl.cli.{name}:command" for name in COMMAND_MODULES},
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="backupctl")
 def cli() -> None:
     """backupctl: backups of PostgreSQL, MySQL/MariaDB and Redis into encrypted, deduplicated repositories."""
-
-
-for _name in COMMAND_MODULES:
-    cli.add_command(importlib.import_module(f"backupctl.cli.{_name}").command)
 
 
 def main(argv: list[str] | None = None) -> None:

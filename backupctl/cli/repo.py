@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from backupctl.cli import catalog_repo
 from backupctl.cli.common import (human_bytes, json_option, open_repository, password_from, print_json,
                                   repo_options)
+from backupctl.cli.lazy import LazyGroup
 from backupctl.cli.progress_view import TerminalProgress
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
@@ -16,14 +16,11 @@ from backupctl.repository.gc import gc as run_gc
 from backupctl.repository.stats import repository_stats
 
 
-@click.group("repo")
+@click.group("repo", cls=LazyGroup, lazy_subcommands={
+    # The catalogue's named repositories (KubeBlocks' BackupRepo) live under the same group.
+    "add": "backupctl.cli.catalog_repo:add", "list": "backupctl.cli.catalog_repo:list_"})
 def command() -> None:
     """Create, inspect, check and clean repositories."""
-
-
-# The catalogue's named repositories (KubeBlocks' BackupRepo) live under the same group.
-command.add_command(catalog_repo.add)
-command.add_command(catalog_repo.list_)
 
 
 @command.command("init")
