@@ -13,6 +13,7 @@ import click
 from backupctl import __version__
 from backupctl.cli.lazy import LazyGroup
 from backupctl.errors import BackupctlError
+from backupctl.memory import tune_allocator
 
 # Modules that each define a click group or command named ``command``.
 COMMAND_MODULES = ["repo", "snapshot", "cluster", "policy", "backup", "catalog", "scheduler", "retention"]
@@ -37,6 +38,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_allocator()
     try:
         rv = cli.main(args=argv, prog_name="backupctl", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)  # non-standalone click returns ctx.exit() codes

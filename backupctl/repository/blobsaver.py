@@ -1,12 +1,14 @@
 """The write pipeline: hash, deduplicate, compress, seal and pack blobs on a thread pool.
 
 The chunker, BLAKE3, zstd and AES-GCM all release the GIL, so two worker threads keep two
-cores busy. Memory stays bounded: at most ``max_in_flight`` chunks wait for workers, and at
-most ``max_uploads`` full packs wait to be uploaded.
+cores busy. Memory stays bounded and mostly reused: at most ``max_in_flight`` chunks wait
+for workers, and pack buffers come from a fixed pool (one filling, ``max_uploads`` being
+uploaded), so a backup's footprint does not grow with the data.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import zstandard
 
 from backupctl.repository.index import save_index
-from backupctl.repository.pack import COMPRESSED, BlobEntry, PackWriter, pack_name
+from backupctl.repository.pack import COMPRESSED, BlobEntry, PackWriter, pack_buffer_size, pack_name
 
 # Store a chunk raw unless compression saves at least this fraction.
 _MIN_SAVING = 0.03
@@ -26,8 +28,27 @@ class SaveStats:
     blobs_new: int = 0
     blobs_reused: int = 0
     bytes_new_raw: int = 0       # plaintext bytes of new blobs
-    bytes_added: int = 0         # sealed bytes written to packs (what the repository grew by)
+    bytes_added: int = 0         # bytes written to the repository's packs, headers included
     packs: int = 0
+
+
+class PackBuffers:
+    """A fixed set of reusable pack buffers; taking one waits while all are being uploaded."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._size, self._made, self._count = size, 0, count
+        self._lock = threading.Lock()
+
+    def get(self) -> bytearray:
+        with self._lock:
+            if self._free.empty() and self._made < self._count:
+                self._made += 1
+                return bytearray(self._size)
+        return self._free.get()
+
+    def put(self, buf: bytearray) -> None:
+        self._free.put(buf)
 
 
 class BlobSaver:
@@ -43,10 +64,10 @@ class BlobSaver:
         self.new_packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
-        self._writers: dict[int, PackWriter] = {}
+        self._buffers = PackBuffers(max_uploads + 1, pack_buffer_size(self.pack_size, repo.config.chunk_max))
+        self._writer: PackWriter | None = None
         self._local = threading.local()
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._upload_slots = threading.BoundedSemaphore(max_uploads)
         self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob")
         self._uploader = ThreadPoolExecutor(max_workers=max_uploads, thread_name_prefix="upload")
         self._uploads: list[Future] = []
@@ -83,43 +104,44 @@ class BlobSaver:
             compressed = self._compressor().compress(data)
             if len(compressed) <= raw_length * (1 - _MIN_SAVING):
                 flags, payload = COMPRESSED, compressed
-        sealed = self.key.encrypt(payload, blob_id)
         full = None
-        with self._lock:
-            writer = self._writers.setdefault(blob_type, PackWriter())
-            writer.add(blob_id, blob_type, flags, sealed, raw_length)
+        with self._lock:  # sealing in place is fast (AES-GCM ~6 GB/s); holding the lock keeps offsets simple
+            if self._writer is None:
+                self._writer = PackWriter(self._buffers.get())
+            self._writer.seal(self.key, blob_id, blob_type, flags, payload, raw_length)
             self.stats.blobs_new += 1
             self.stats.bytes_new_raw += raw_length
-            self.stats.bytes_added += len(sealed)
-            if writer.size >= self.pack_size:
-                full = self._writers.pop(blob_type)
+            if self._writer.size >= self.pack_size:
+                full, self._writer = self._writer, None
         if full is not None:
             self._queue_upload(full)
         return blob_id
 
     def _queue_upload(self, writer: PackWriter) -> None:
-        self._upload_slots.acquire()
         future = self._uploader.submit(self._upload, writer)
-        future.add_done_callback(lambda _f: self._upload_slots.release())
         with self._lock:
             self._uploads.append(future)
 
     def _upload(self, writer: PackWriter) -> None:
         pack_id, data, entries = writer.finish(self.key)
-        self.repo.store.put(pack_name(pack_id), data)
+        size = len(data)
+        try:
+            self.repo.store.put(pack_name(pack_id), data)
+        finally:
+            data.release()
+            self._buffers.put(writer.release())
         with self._lock:
-            self.new_packs[pack_id] = (len(data), entries)
+            self.new_packs[pack_id] = (size, entries)
             self.stats.packs += 1
-            self.stats.bytes_added += len(data) - sum(e.length for e in entries)  # pack header and trailer
+            self.stats.bytes_added += size
 
     def flush(self) -> None:
-        """Wait for every chunk, upload partial packs, and surface any worker error."""
+        """Wait for every chunk, upload the partial pack, and surface any worker error."""
         self._workers.shutdown(wait=True)
         with self._lock:
-            writers, self._writers = list(self._writers.values()), {}
-        for writer in writers:
-            if writer.count:
-                self._queue_upload(writer)
+            writer, self._writer = self._writer, None
+        if writer is not None and writer.count:
+            self._queue_upload(writer)
         self._uploader.shutdown(wait=True)
         for future in self._uploads:
             future.result()

@@ -63,6 +63,14 @@ class MasterKey:
     def encrypt(self, plaintext: bytes | memoryview, aad: bytes | None = None) -> bytes:
         return seal(self._aead, plaintext, aad)
 
+    def seal_into(self, plaintext: bytes | memoryview, aad: bytes | None, out: memoryview) -> int:
+        """Encrypt into ``out`` (len(plaintext) + OVERHEAD bytes) without allocating; returns that length."""
+        nonce = os.urandom(NONCE_SIZE)
+        n = len(plaintext) + OVERHEAD
+        out[:NONCE_SIZE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, out[NONCE_SIZE:n])
+        return n
+
     def decrypt(self, blob: bytes | memoryview, aad: bytes | None = None, what: str = "object") -> bytes:
         return open_sealed(self._aead, blob, aad, what)
 

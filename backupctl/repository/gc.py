@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from backupctl.repository.index import Index, save_index
 from backupctl.repository.lock import list_locks
-from backupctl.repository.pack import BlobEntry, PackWriter, pack_name
+from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name
 from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from backupctl.repository.tree import walk_tree
@@ -159,13 +159,17 @@ def _choose_packs(repo, index: Index, used: set[bytes], skip: set[bytes], thresh
 def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes], report: GcReport,
             log) -> None:
     """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
-    writers: dict[int, PackWriter] = {}
+    buffer = bytearray(pack_buffer_size(repo.config.pack_size, repo.config.chunk_max))
+    writer = PackWriter(buffer)
     new_packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
 
-    def upload(writer: PackWriter) -> None:
+    def upload() -> None:
+        nonlocal writer
         pack_id, data, entries = writer.finish(repo.key)
         repo.store.put(pack_name(pack_id), data)
         new_packs[pack_id] = (len(data), entries)
+        data.release()  # the buffer is reused for the next pack
+        writer = PackWriter(writer.release())
 
     for pack_id, entries in packs:
         data = repo.store.get(pack_name(pack_id))
@@ -174,15 +178,13 @@ def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used
                 continue
             sealed = data[e.offset:e.offset + e.length]
             repo.open_blob(e, sealed)  # never copy damage forward
-            w = writers.setdefault(e.type, PackWriter())
-            w.add(e.id, e.type, e.flags, sealed, e.raw_length)
+            writer.copy_sealed(e.id, e.type, e.flags, sealed, e.raw_length)
             report.blobs_repacked += 1
-            if w.size >= repo.config.pack_size:
-                upload(writers.pop(e.type))
+            if writer.size >= repo.config.pack_size:
+                upload()
         report.packs_repacked += 1
-    for w in writers.values():
-        if w.count:
-            upload(w)
+    if writer.count:
+        upload()
     if new_packs:
         save_index(repo.store, repo.key, new_packs)
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
