@@ -21,6 +21,8 @@ from backupctl.repository.pack import COMPRESSED, BlobEntry, PackWriter, pack_bu
 
 # Store a chunk raw unless compression saves at least this fraction.
 _MIN_SAVING = 0.03
+# Write an index file every so many new blobs, so memory does not grow with the size of a backup.
+INDEX_EVERY_BLOBS = 50_000
 
 
 @dataclass
@@ -134,6 +136,9 @@ class BlobSaver:
             self.new_packs[pack_id] = (size, entries)
             self.stats.packs += 1
             self.stats.bytes_added += size
+            unindexed = sum(len(e) for _s, e in self.new_packs.values())
+        if unindexed >= INDEX_EVERY_BLOBS:
+            self.commit_index()
 
     def flush(self) -> None:
         """Wait for every chunk, upload the partial pack, and surface any worker error."""
@@ -151,10 +156,18 @@ class BlobSaver:
         self._uploader.shutdown(wait=True, cancel_futures=True)
 
     def commit_index(self) -> str | None:
-        """Write the index for this session's packs (after they are durable); add them to the in-memory index."""
-        if not self.new_packs:
+        """Index the packs uploaded so far (they are durable), then forget them here.
+
+        An index file without a snapshot is harmless: a killed backup's indexed blobs are
+        simply unused, and gc collects them.
+        """
+        with self._lock:
+            packs, self.new_packs = self.new_packs, {}
+        if not packs:
             return None
-        name = save_index(self.repo.store, self.key, self.new_packs)
-        for size, entries in self.new_packs.values():
-            self.known.add_pack(size, entries)
+        name = save_index(self.repo.store, self.key, packs)
+        with self._lock:
+            for size, entries in packs.values():
+                self.known.add_pack(size, entries)
+                self._pending.difference_update(e.id for e in entries)
         return name

@@ -8,6 +8,7 @@ move to the front of the next buffer: the cut points are the same as for one lon
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterator
 
@@ -40,7 +41,7 @@ class _Buffer:
 
 
 class BufferPool:
-    def __init__(self, size: int = BUFFER_SIZE, count: int = BUFFERS) -> None:
+    def __init__(self, size: int, count: int = BUFFERS) -> None:
         self.size = size
         self._free = [_Buffer(self, size) for _ in range(count)]
         self._cond = threading.Condition()
@@ -60,40 +61,82 @@ class BufferPool:
 
 
 class Chunker:
+    """Reads ahead on a thread while the caller's thread cuts: both release the GIL, so a large
+    file costs max(read, cut) rather than their sum.
+
+    Each buffer keeps ``chunk_max`` bytes free at its front. The bytes after the last cut of
+    one buffer (at most one unfinished chunk) are copied into the free front of the next,
+    right before the data the reader put there, so cut points match one long read.
+    """
+
     def __init__(self, config: RepoConfig, seed: int, pool: BufferPool | None = None) -> None:
         self.cdc = pyfastcdc.FastCDC(config.chunk_avg, min_size=config.chunk_min, max_size=config.chunk_max, seed=seed)
-        self.pool = pool or BufferPool()
-        assert self.pool.size >= 2 * config.chunk_max
+        self.front = config.chunk_max
+        self.pool = pool or BufferPool(self.front + BUFFER_SIZE)
+        assert self.pool.size >= 2 * self.front
+
+    def _read_ahead(self, readinto: Callable[[memoryview], int], out: queue.Queue, stop: threading.Event) -> None:
+        try:
+            eof = False
+            while not eof and not stop.is_set():
+                buf = self.pool.get()
+                filled, room = 0, self.pool.size - self.front
+                while filled < room:
+                    n = readinto(buf.view[self.front + filled:])
+                    if not n:
+                        eof = True
+                        break
+                    filled += n
+                out.put((buf, filled, eof))
+        except BaseException as exc:  # handed to the cutting thread
+            out.put(exc)
 
     def chunks(self, readinto: Callable[[memoryview], int]) -> Iterator[tuple[memoryview, Callable[[], None]]]:
         """Yield (chunk, release) pairs; call ``release`` once the chunk's bytes are no longer needed."""
-        buf = self.pool.get()
-        filled, eof = 0, False
+        blocks: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        reader = threading.Thread(target=self._read_ahead, args=(readinto, blocks, stop), daemon=True)
+        reader.start()
+        prev: _Buffer | None = None
+        tail = (0, 0)  # (start, end) in prev of the unfinished chunk
         try:
             while True:
-                while filled < self.pool.size and not eof:
-                    n = readinto(buf.view[filled:])
-                    if not n:
-                        eof = True
-                    else:
-                        filled += n
-                if filled == 0:
+                item = blocks.get()
+                if isinstance(item, BaseException):
+                    raise item
+                buf, filled, eof = item
+                carried = tail[1] - tail[0]
+                start = self.front - carried
+                if carried:
+                    buf.view[start:self.front] = prev.view[tail[0]:tail[1]]
+                if prev is not None:
+                    prev.unref()
+                    prev = None
+                end = self.front + filled
+                if end == start:
+                    buf.unref()
                     return
-                cuts = [(c.offset, c.length) for c in self.cdc.cut_buf(buf.view[:filled])]
+                cuts = [(start + c.offset, c.length) for c in self.cdc.cut_buf(buf.view[start:end])]
                 complete = cuts if eof else cuts[:-1]
                 for offset, length in complete:
                     buf.ref()
                     yield buf.view[offset:offset + length], buf.unref
                 if eof:
+                    buf.unref()
                     return
-                tail_start = cuts[-1][0]
-                nxt = self.pool.get()
-                filled -= tail_start
-                nxt.view[:filled] = buf.view[tail_start:tail_start + filled]
-                buf.unref()
-                buf = nxt
+                prev, tail = buf, (cuts[-1][0], end)
         finally:
-            buf.unref()
+            stop.set()
+            if prev is not None:
+                prev.unref()
+            while reader.is_alive() or not blocks.empty():  # let the reader finish and return its buffers
+                try:
+                    item = blocks.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if not isinstance(item, BaseException):
+                    item[0].unref()
+            reader.join()
 
     def chunk_bytes(self, data: bytes | memoryview) -> Iterator[memoryview]:
         """Cut an in-memory buffer (small files, tree streams)."""

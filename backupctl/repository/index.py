@@ -54,7 +54,7 @@ def decode_index(raw: bytes, name: str) -> tuple[list[str], dict[bytes, tuple[in
             pos += count * _ENTRY.size
             packs[pack_id] = (size, entries)
         return meta.get("supersedes", []), packs
-    except (ValueError, struct.error, zstandard.ZstdError) as exc:
+    except (ValueError, TypeError, AttributeError, struct.error, zstandard.ZstdError) as exc:
         raise IntegrityError(f"index file {name} is malformed ({exc})", "run 'backupctl repo check'") from None
 
 

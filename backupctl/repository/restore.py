@@ -9,8 +9,9 @@ few large ones. All-zero chunks become holes: sparse files stay sparse.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -70,35 +71,23 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     target = _check_target(target, overwrite)
     with repo.lock("shared", "restore"):
         repo.reload_index()
-        nodes = [n for n in walk_tree(repo, snapshot.tree) if _wanted(n, include)] if include else None
-        node_iter = nodes if nodes is not None else walk_tree(repo, snapshot.tree)
+        node_iter = (n for n in walk_tree(repo, snapshot.tree) if _wanted(n, include))
         dirs: list[tuple[str, Node]] = []
-        files = _FileQueue()
-
-        def chunk_ids() -> Iterator[bytes]:
+        with _FileWriter(repo, progress) as writer:
             for node in node_iter:
                 path = _safe_join(target, node.path)
                 if node.type == DIR:
                     os.makedirs(path, exist_ok=True)
                     dirs.append((path, node))
-                    summary.dirs += 1
                 elif node.type in (FILE, STREAM):
-                    files.push(path, node)
-                    yield from (bytes.fromhex(c) for c in node.chunks)
+                    writer.add(path, node)
                 elif node.type == SYMLINK:
                     os.makedirs(os.path.dirname(path), exist_ok=True)
                     if os.path.lexists(path):
                         os.unlink(path)
                     os.symlink(node.target, path)
                     _set_meta(path, node, symlink=True)
-
-        for blob in repo.read_blobs(chunk_ids()):
-            files.write(blob)
-            summary.bytes += len(blob)
-            progress.advance(len(blob))
-        files.close_all()
-        summary.files = files.count
-        progress.advance(0, summary.files)
+        summary.files, summary.bytes, summary.dirs = writer.files, writer.bytes, len(dirs)
         for path, node in reversed(dirs):  # children first: setting a parent's mtime last keeps it
             _set_meta(path, node)
     if include and not summary.files and not summary.dirs:
@@ -107,72 +96,91 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     return summary
 
 
-class _FileQueue:
-    """Files in tree order; blobs arrive in the same order as the files' chunks."""
+class _OpenFile:
+    def __init__(self, path: str, node: Node, fd: int, chunks: int) -> None:
+        self.path, self.node, self.fd, self.remaining = path, node, fd, chunks
 
-    def __init__(self) -> None:
-        self._queue: list[tuple[str, Node]] = []
-        self._pos = 0
-        self._fd: int | None = None
-        self._cur: tuple[str, Node] | None = None
-        self._remaining = 0
-        self._written = 0
-        self.count = 0
 
-    def push(self, path: str, node: Node) -> None:
-        self._queue.append((path, node))
-        self._advance_empty()
+class _FileWriter:
+    """Fetches, verifies and writes chunks on a thread pool, each at its offset (pwrite).
 
-    def _open_next(self) -> None:
-        path, node = self._queue[self._pos]
-        self._pos += 1
+    Writing into the page cache costs as much kernel time as the decryption costs user time,
+    so writes run in parallel too. At most ``window`` chunks are in flight; all-zero chunks
+    are left as holes.
+    """
+
+    def __init__(self, repo: Repository, progress: Progress, threads: int = 4, window: int = 16) -> None:
+        self.repo, self.progress = repo, progress
+        self.files = self.bytes = 0
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
+        self._slots = threading.BoundedSemaphore(window)
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+
+    def add(self, path: str, node: Node) -> None:
+        if self._error is not None:
+            raise self._error
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.lexists(path):
             os.unlink(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._cur, self._remaining, self._written = (path, node), len(node.chunks), 0
+        entries = []
+        for c in node.chunks:
+            entry = self.repo.index.lookup(bytes.fromhex(c))
+            if entry is None:
+                raise IntegrityError(f"{node.path}: blob {c[:16]} is not in the index",
+                                     "run 'backupctl repo check' to see which snapshots are damaged")
+            entries.append(entry)
+        if sum(e.raw_length for e in entries) != node.size:
+            raise IntegrityError(f"{node.path}: its chunks do not add up to its size", "run 'backupctl repo check'")
+        f = _OpenFile(path, node, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), len(entries))
+        if not entries:
+            self._finish(f)
+            return
+        offset = 0
+        for entry in entries:
+            self._slots.acquire()
+            if self._error is not None:
+                self._slots.release()
+                raise self._error
+            self._pool.submit(self._write, f, entry, offset)
+            offset += entry.raw_length
 
-    def _advance_empty(self) -> None:
-        # Files with no chunks complete without any blob; handle them as soon as they are next.
-        while self._cur is None and self._pos < len(self._queue) and not self._queue[self._pos][1].chunks:
-            self._open_next()
-            self._finish()
+    def _write(self, f: _OpenFile, entry, offset: int) -> None:
+        try:
+            blob = self.repo.read_blob(entry.id)
+            n = len(blob)
+            if not (n <= len(_ZEROS) and blob == _ZEROS[:n]):  # zeros stay a hole
+                view = memoryview(blob)
+                while view:
+                    written = os.pwrite(f.fd, view, offset)
+                    view, offset = view[written:], offset + written
+            with self._lock:
+                self.bytes += n
+                f.remaining -= 1
+                last = f.remaining == 0
+            self.progress.advance(n)
+            if last:
+                self._finish(f)
+        except BaseException as exc:
+            self._error = self._error or exc
+        finally:
+            self._slots.release()
 
-    def write(self, blob: bytes) -> None:
-        if self._cur is None:
-            self._open_next()
-        n = len(blob)
-        if n <= len(_ZEROS) and blob == _ZEROS[:n]:
-            os.lseek(self._fd, n, os.SEEK_CUR)  # leave a hole
-        else:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(self._fd, view):]
-        self._written += n
-        self._remaining -= 1
-        if self._remaining == 0:
-            self._finish()
-            self._advance_empty()
+    def _finish(self, f: _OpenFile) -> None:
+        os.ftruncate(f.fd, f.node.size)  # trailing holes still count towards the size
+        os.close(f.fd)
+        _set_meta(f.path, f.node)
+        with self._lock:
+            self.files += 1
+        self.progress.advance(0, 1)
 
-    def _finish(self) -> None:
-        path, node = self._cur
-        os.ftruncate(self._fd, self._written)  # trailing holes still count towards the size
-        os.close(self._fd)
-        self._fd, self._cur = None, None
-        if self._written != node.size:
-            raise IntegrityError(f"{node.path}: restored {self._written} bytes, the snapshot says {node.size}",
-                                 "run 'backupctl repo check --read-data'")
-        _set_meta(path, node)
-        self.count += 1
-        # Forget finished entries so a tree of millions of files does not pile up here.
-        if self._pos > 1024:
-            del self._queue[:self._pos]
-            self._pos = 0
+    def __enter__(self) -> "_FileWriter":
+        return self
 
-    def close_all(self) -> None:
-        self._advance_empty()
-        if self._cur is not None or self._pos < len(self._queue):
-            raise IntegrityError("the snapshot's tree lists more data than it holds", "run 'backupctl repo check'")
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+        if self._error is not None and exc[0] is None:
+            raise self._error
 
 
 def _set_meta(path: str, node: Node, symlink: bool = False) -> None:
