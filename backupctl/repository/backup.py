@@ -16,14 +16,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from backupctl.errors import UsageError
 from backupctl.progress import Progress
 from backupctl.repository.blobsaver import BlobSaver
-from backupctl.repository.chunker import Chunker
+from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker
 from backupctl.repository.plan import pending_deletions
 from backupctl.repository.pack import DATA, TREE
 from backupctl.repository.repo import Repository
@@ -35,9 +35,17 @@ SMALL_FILE = 1024 * 1024  # read in one call; larger files stream through the bu
 
 @dataclass
 class _Pending:
+    """A tree entry waiting for its data: ``data`` yields the chunk futures (None: unreadable)."""
+
     node: Node
-    futures: list[Future] = field(default_factory=list)
+    data: Future | None = None
     new: bool = False
+
+
+def _done(value) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
 
 
 @dataclass
@@ -152,53 +160,73 @@ class _ParentTree:
 
 
 class Archiver:
+    """Turns files and streams into blobs and a tree.
+
+    Small files are read and cut on the calling thread; large files are cut on
+    ``file_threads`` threads, each reading ahead (the chunker, like the hashing and the
+    compression, runs without the GIL). Tree entries are written in walk order whatever
+    order the files finish in.
+    """
+
     def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, file_threads: int = 2) -> None:
         self.repo = repo
         self.progress = progress or Progress()
         self.warnings: list[str] = []
         repo.reload_index()  # after the lock is held: see the gc plans written before it
         self.exclude = pending_deletions(repo)
         self.saver = BlobSaver(repo, workers=workers, compression=compression, exclude=self.exclude)
-        self.chunker = Chunker(repo.config, repo.key.chunker_seed)
+        # Each large file in progress holds at most three buffers (cutting, queued, being read).
+        self._buffers = BufferPool(repo.config.chunk_max + BUFFER_SIZE, 3 * file_threads)
+        self._chunkers = threading.local()
+        self._files = ThreadPoolExecutor(max_workers=file_threads, thread_name_prefix="file")
+        self._file_slots = threading.BoundedSemaphore(2 * file_threads)
         self.spool = TreeSpool()
         self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
                        "bytes_read": 0, "bytes_total": 0}
         self._queue: deque[_Pending] = deque()
         self._tree: list[str] | None = None
 
+    @property
+    def chunker(self) -> Chunker:
+        """One per thread: a FastCDC instance must not be shared between threads."""
+        c = getattr(self._chunkers, "c", None)
+        if c is None:
+            c = self._chunkers.c = Chunker(self.repo.config, self.repo.key.chunker_seed, self._buffers)
+        return c
+
     # -- data --------------------------------------------------------------------------
-    def _chunk_file(self, path: str, node: Node) -> list[Future]:
-        futures = []
-        read = 0
-        with open(path, "rb", buffering=0) as f:
-            if node.size <= SMALL_FILE:
+    def _read_small(self, path: str) -> tuple[list[Future], int] | None:
+        try:
+            with open(path, "rb", buffering=0) as f:
                 data = f.read(SMALL_FILE + 1)
                 while len(data) > SMALL_FILE and (more := f.read(SMALL_FILE)):  # grew since stat
                     data += more
-                read = len(data)
-                for chunk in self.chunker.chunk_bytes(data):
-                    futures.append(self.saver.submit(chunk, DATA))
-            else:
-                for chunk, release in self.chunker.chunks(f.readinto):
-                    read += len(chunk)
-                    futures.append(self.saver.submit(chunk, DATA, release))
-                    self.progress.advance(len(chunk))
-        if node.size <= SMALL_FILE:
-            self.progress.advance(read)
-        node.size = read  # what was actually read, should the file have changed meanwhile
-        self.counts["bytes_read"] += read
-        return futures
+        except OSError as exc:
+            self.warnings.append(f"{path}: {exc.strerror}")
+            return None
+        self.progress.advance(len(data))
+        return [self.saver.submit(chunk, DATA) for chunk in self.chunker.chunk_bytes(data)], len(data)
+
+    def _read_large(self, path: str) -> tuple[list[Future], int] | None:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return self._chunk_stream(f)
+        except OSError as exc:
+            self.warnings.append(f"{path}: {exc.strerror}")
+            return None
+        finally:
+            self._file_slots.release()
 
     def _chunk_stream(self, stream: BinaryIO) -> tuple[list[Future], int]:
-        futures, read = [], 0
+        """Chunk futures and the byte count actually read (a live file may have changed since its stat)."""
+        futures, size = [], 0
         readinto = getattr(stream, "readinto", None) or _readinto_from_read(stream)
         for chunk, release in self.chunker.chunks(readinto):
-            read += len(chunk)
+            size += len(chunk)
             futures.append(self.saver.submit(chunk, DATA, release))
             self.progress.advance(len(chunk))
-        self.counts["bytes_read"] += read
-        return futures, read
+        return futures, size
 
     # -- tree ---------------------------------------------------------------------------
     def _emit(self, pending: _Pending) -> None:
@@ -206,13 +234,28 @@ class Archiver:
         self._drain(block=False)
 
     def _drain(self, block: bool) -> None:
+        """Write finished entries to the tree, in walk order."""
         while self._queue:
             head = self._queue[0]
-            if not block and not all(f.done() for f in head.futures):
-                return
-            head.node.chunks = [f.result().hex() for f in head.futures] if head.futures else head.node.chunks
+            if head.data is not None:
+                if not block and not head.data.done():
+                    return
+                result = head.data.result()
+                if not block and result and not all(f.done() for f in result[0]):
+                    return
+                self._queue.popleft()
+                if result is None:  # unreadable: already a warning, not in the tree
+                    continue
+                futures, head.node.size = result
+                head.node.chunks = [f.result().hex() for f in futures]
+                self.counts["files_new" if head.new else "files_changed"] += 1
+                self.counts["bytes_read"] += head.node.size
+                self.progress.advance(0, 1)
+            else:
+                self._queue.popleft()
+            if head.node.type in (FILE, STREAM):
+                self.counts["bytes_total"] += head.node.size
             self.spool.add(head.node)
-            self._queue.popleft()
 
     def add_tree(self, sources: list[_Source], parent: Snapshot | None) -> None:
         parent_tree = _ParentTree(self.repo, parent, self.exclude)
@@ -223,34 +266,26 @@ class Archiver:
                 if reused is not None:
                     node.chunks = reused
                     self.counts["files_unmodified"] += 1
-                    self.counts["bytes_total"] += node.size
                     self.progress.advance(node.size, 1)
                     self._emit(_Pending(node))
-                    continue
-                try:
-                    futures = self._chunk_file(abspath, node)
-                except OSError as exc:
-                    self.warnings.append(f"{abspath}: {exc.strerror}")
-                    continue
-                self.counts["bytes_total"] += node.size  # as read, should it differ from the stat
-                self.counts["files_new" if parent is None else "files_changed"] += 1
-                self.progress.advance(0, 1)
-                self._emit(_Pending(node, futures, True))
+                elif node.size <= SMALL_FILE:
+                    self._emit(_Pending(node, _done(self._read_small(abspath)), new=parent is None))
+                else:
+                    self._file_slots.acquire()  # bounds how far the walk runs ahead of the data
+                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath), new=parent is None))
             else:
                 if node.type == DIR:
                     self.counts["dirs"] += 1
                 self._emit(_Pending(node))
 
     def add_stream(self, stream: BinaryIO, name: str) -> None:
-        futures, size = self._chunk_stream(stream)
-        node = Node(path=name, type=STREAM, mode=0o100600, mtime=time.time_ns(), size=size)
-        self.counts["bytes_total"] += size
-        self.counts["files_new"] += 1
-        self._emit(_Pending(node, futures, True))
+        node = Node(path=name, type=STREAM, mode=0o100600, mtime=time.time_ns())
+        self._emit(_Pending(node, _done(self._chunk_stream(stream)), new=True))
 
     # -- commit -------------------------------------------------------------------------
     def _save_tree(self) -> list[str]:
         self._drain(block=True)
+        self._files.shutdown(wait=True)
         f = self.spool.rewind()
         futures = [self.saver.submit(chunk, TREE, release) for chunk, release in self.chunker.chunks(f.readinto)]
         return [fut.result().hex() for fut in futures]
@@ -280,6 +315,7 @@ class Archiver:
         return snap
 
     def close(self) -> None:
+        self._files.shutdown(wait=True, cancel_futures=True)
         self.saver.abort()
         self.spool.close()
 
