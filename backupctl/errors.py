@@ -51,3 +51,10 @@ class LockedError(RepositoryError):
 
 class StorageError(BackupctlError):
     """The storage backend failed (network, permissions, missing bucket)."""
+
+
+class BusyError(BackupctlError):
+    """Another process is doing the same thing to the same object (e.g. backing up the same cluster
+    with the same method)."""
+
+    exit_code = 5

@@ -23,18 +23,21 @@ def list_schedules(engine: Engine) -> list[PolicySchedule]:
             for s in p.schedules:
                 out.append(PolicySchedule(policy_id=p.id, cluster=p.cluster.name, method=s.backup_method,
                                           cron=s.cron_expression, timezone=s.timezone or "UTC",
-                                          enabled=s.enabled, org=p.organisation.name))
+                                          enabled=s.enabled, org=p.organisation.name,
+                                          backup_type=s.backup_type or "full"))
         return out
 
 
 def run_backup(engine: Engine, request: ScheduledBackup) -> Any:
-    """Take the backup through the catalogue's backup service (a full one: see the report)."""
+    """Take the backup of the schedule's type through the catalogue's backup service, under the
+    lease the job holds."""
     from backupctl.services.backups import create_backup
 
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session:
         backup = create_backup(session, cluster=request.cluster, org=request.org, method=request.method,
-                               policy_id=request.policy_id)
+                               type=request.backup_type, policy_id=request.policy_id,
+                               lease_owner=request.lease_owner)
         session.commit()
         return f"{backup.name} {backup.phase}"
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from scheduler.tables import runs
+from backupctl.catalog.models import scheduler_runs as runs
 
 log = logging.getLogger(__name__)
 

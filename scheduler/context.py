@@ -17,13 +17,16 @@ from sqlalchemy import Engine
 
 @dataclass(frozen=True)
 class ScheduledBackup:
-    """A backup the scheduler asks for."""
+    """A backup the scheduler asks for. ``lease_owner`` holds the cluster+method lease for it
+    (the backup service uses that lease as is instead of taking it again)."""
 
     policy_id: Any
     org: str | None
     cluster: str
     method: str
     fire_time: datetime
+    backup_type: str = "full"
+    lease_owner: str | None = None
 
 
 @dataclass(frozen=True)

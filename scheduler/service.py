@@ -24,12 +24,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import Engine
 
+from backupctl.catalog.db import upgrade_to_head
+from backupctl.cron import cron_trigger
 from scheduler.context import Runtime, ScheduledBackup
 from scheduler.executor import ClaimingExecutor
 from scheduler.jobs import run_retention_sweep
 from scheduler.sync import PolicySchedule, SyncReport, sync_jobs
-from scheduler.tables import create_tables
-from backupctl.cron import cron_trigger
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ class BackupScheduler:
         self._sync_lock = threading.Lock()
 
     def start(self) -> SyncReport:
-        """Start firing jobs: create the tables, sync the policies (missed runs coalesce), go."""
-        create_tables(self.config.engine)
+        """Start firing jobs: bring the catalogue's schema (with the scheduler's tables) to head,
+        sync the policies (missed runs coalesce), go."""
+        upgrade_to_head(self.config.engine)
         self.aps.start(paused=True)
         report = self.sync()
         if self.config.sweep is not None and self.config.sweep_cron:

@@ -1,6 +1,7 @@
 """Reconciling scheduled jobs with the policies' schedules.
 
-Each enabled schedule of a policy is one job, ``backup:<policy id>:<method>``. A job whose
+Each enabled schedule of a policy is one job, ``backup:<policy id>:<method>:<backup type>``, so
+a full and an incremental schedule of one method are two jobs. A job whose
 schedule is unchanged is left alone (so its next run time, and runs missed while the scheduler
 was down, survive a restart); a changed one is replaced; one whose schedule was disabled or
 removed is removed.
@@ -15,8 +16,8 @@ from typing import Any
 
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 
-from backupctl.errors import BackupctlError
 from backupctl.cron import cron_trigger
+from backupctl.errors import BackupctlError
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,17 @@ class PolicySchedule:
     timezone: str = "UTC"
     enabled: bool = True
     org: str | None = None
+    backup_type: str = "full"
 
     @property
     def job_id(self) -> str:
-        return f"{BACKUP_JOB_PREFIX}{self.policy_id}:{self.method}"
+        return f"{BACKUP_JOB_PREFIX}{self.policy_id}:{self.method}:{self.backup_type}"
 
     @property
     def job_name(self) -> str:
         # Holds everything that defines the job, so a change in any of it is seen by sync.
-        return f"{self.org or ''}/{self.cluster} {self.method} '{self.cron}' {self.timezone or 'UTC'}"
+        return (f"{self.org or ''}/{self.cluster} {self.method} {self.backup_type} '{self.cron}' "
+                f"{self.timezone or 'UTC'}")
 
 
 @dataclass
@@ -72,7 +75,7 @@ def sync_jobs(scheduler, schedules: Iterable[PolicySchedule], *, jobstore: str =
         except BackupctlError as exc:
             report.invalid[job_id] = str(exc)
             continue
-        args = (s.policy_id, s.org, s.cluster, s.method)
+        args = (s.policy_id, s.org, s.cluster, s.method, s.backup_type)
         job = existing.get(job_id)
         if job is not None and job.name == s.job_name and tuple(job.args) == args:
             report.unchanged.append(job_id)

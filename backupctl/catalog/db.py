@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from backupctl.catalog.models import EXTERNAL_TABLES
 from backupctl.errors import BackupctlError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -87,6 +88,21 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
+def upgrade_to_head(engine: Engine) -> None:
+    """Migrate ``engine``'s database to head unless it is there already."""
+    if current_revision(engine) != head_revision():
+        migrate(engine)
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Alembic's filter: tables the catalogue does not own (``EXTERNAL_TABLES``) are no part of
+    autogenerate's comparison between the database and the models."""
+    if type_ == "table":
+        return name not in EXTERNAL_TABLES
+    table = getattr(obj, "table", None)
+    return getattr(table, "name", None) not in EXTERNAL_TABLES
+
+
 def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(alembic_config(engine), revision)
 
@@ -99,8 +115,7 @@ def get_engine(url: str | None = None) -> Engine:
         if engine is None:
             engine = create_catalog_engine(url)
             try:
-                if current_revision(engine) != head_revision():
-                    migrate(engine)
+                upgrade_to_head(engine)
             except OperationalError as exc:
                 engine.dispose()
                 raise BackupctlError(f"cannot open the catalogue at {_redact(url)}: {exc.orig}",

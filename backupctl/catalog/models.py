@@ -22,6 +22,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -37,6 +38,8 @@ BACKUP_TYPES = ("full", "incremental", "continuous", "snapshot")
 PHASE_NEW, PHASE_RUNNING, PHASE_COMPLETED, PHASE_FAILED, PHASE_DELETING = (
     "New", "Running", "Completed", "Failed", "Deleting")
 BACKUP_PHASES = (PHASE_NEW, PHASE_RUNNING, PHASE_COMPLETED, PHASE_FAILED, PHASE_DELETING)
+# The types a schedule can take (continuous log archiving is not a cron job).
+SCHEDULE_TYPES = ("full", "incremental")
 ROLES = ("admin", "member", "auditor")
 
 DEFAULT_ORG = "default"
@@ -209,13 +212,16 @@ class BackupPolicy(Base):
 
 
 class BackupSchedule(Base):
-    """One method's schedule (KubeBlocks BackupSchedule.spec.schedules[]), with a time zone."""
+    """One method's schedule of one backup type (KubeBlocks BackupSchedule.spec.schedules[]), with a
+    time zone. A policy may schedule the same method twice, once per ``backup_type`` ("full
+    weekly, incremental daily")."""
 
     __tablename__ = "backup_schedules"
-    __table_args__ = (UniqueConstraint("policy_id", "backup_method"),)
+    __table_args__ = (UniqueConstraint("policy_id", "backup_method", "backup_type"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     policy_id: Mapped[int] = mapped_column(ForeignKey("backup_policies.id", ondelete="CASCADE"))
     backup_method: Mapped[str] = mapped_column(String(64))
+    backup_type: Mapped[str] = mapped_column(String(16), default="full", server_default="full")  # SCHEDULE_TYPES
     cron_expression: Mapped[str] = mapped_column(String(128))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     enabled: Mapped[bool] = mapped_column(default=True)
@@ -228,7 +234,8 @@ class Backup(Base):
 
     ``snapshot_ids``: the repository snapshots holding it; ``positions``: engine positions
     (LSN, binlog file/position, ...); ``restorable_from/to``: the time range it can restore to.
-    ``recycled``: kept after its cluster was unregistered (the recycle bin).
+    ``recycled``: kept after its cluster was unregistered (the recycle bin), since ``recycled_at``;
+    retention removes it a recycle-bin period after that (``backupctl.retention.recycle_bin``).
     """
 
     __tablename__ = "backups"
@@ -256,6 +263,7 @@ class Backup(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     deletion_protection: Mapped[bool] = mapped_column(default=False)
     recycled: Mapped[bool] = mapped_column(default=False)
+    recycled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     organisation: Mapped[Organisation] = relationship()
     cluster: Mapped[Cluster | None] = relationship()
@@ -271,6 +279,8 @@ class Restore(Base):
     target_cluster: Mapped[str] = mapped_column(String(128))
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     restore_time: Mapped[datetime | None]
+    target_dir: Mapped[str | None] = mapped_column(String(1024))
+    target: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")       # kind, value
     phase: Mapped[str] = mapped_column(String(16), default=PHASE_NEW)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -290,3 +300,38 @@ class AuditEvent(Base):
     organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id", ondelete="SET NULL"))
     source: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# -- tables used through SQLAlchemy Core ------------------------------------------------------------
+# The scheduler's claims: one row per (job, scheduled fire time) that some scheduler claimed. The
+# unique constraint is what makes a fire time run once when several schedulers share the
+# catalogue: the INSERT of the second claimant fails.
+scheduler_runs = Table(
+    "scheduler_runs",
+    Base.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(191), nullable=False),
+    # UTC ISO 8601 with microseconds: compared as text so SQLite and PostgreSQL agree exactly
+    Column("scheduled_at", String(40), nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),  # running | succeeded | failed | skipped
+    Column("detail", Text),
+    UniqueConstraint("job_id", "scheduled_at", name="uq_scheduler_runs_job_id_scheduled_at"),
+)
+
+# Leases: cross-process locks with an expiry, e.g. "a backup of cluster X with method M is
+# running", taken by scheduled and manual backups alike (``backupctl.services.leases``).
+scheduler_leases = Table(
+    "scheduler_leases",
+    Base.metadata,
+    Column("key", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("acquired_at", Float, nullable=False),   # epoch seconds
+    Column("expires_at", Float, nullable=False),
+)
+
+#: Tables in the catalogue database that the catalogue's migrations do not own: APScheduler's job
+#: store creates and manages ``apscheduler_jobs`` itself.
+EXTERNAL_TABLES = frozenset({"apscheduler_jobs"})

@@ -1,11 +1,17 @@
-"""``backupctl backup``: take, list, show, protect and delete catalogued backups."""
+"""``backupctl backup``: take, list, show, protect, delete catalogued backups, and recover them
+from the recycle bin."""
 
 from __future__ import annotations
 
 import click
 
 from backupctl.catalog.db import session_scope
-from backupctl.cli.catalog_options import add_protection_commands, org_option, print_fields, print_table
+from backupctl.cli.catalog_options import (
+    add_protection_commands,
+    org_option,
+    print_fields,
+    print_table,
+)
 from backupctl.cli.common import human_bytes, json_option, print_json
 from backupctl.services import backups as service
 
@@ -77,3 +83,20 @@ def delete(name: str, org: str) -> None:
     with session_scope() as s:
         service.delete_backup(s, service.get_backup(s, name, org))
     click.echo(f"deleted backup {name}")
+
+
+@command.command("recover")
+@click.argument("name")
+@click.option("--cluster", required=True,
+              help="A registered cluster of the backup's engine (a new one or an existing one) to attach it to.")
+@org_option
+@json_option
+def recover(name: str, cluster: str, org: str, as_json: bool) -> None:
+    """Take backup NAME out of the recycle bin, with the backups it needs, into CLUSTER."""
+    with session_scope() as s:
+        recovered = service.recover_backup(s, name, cluster, org)
+        data = [service.backup_to_dict(b) for b in recovered]
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"recovered {', '.join(b['name'] for b in data)} into cluster {cluster}")

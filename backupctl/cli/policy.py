@@ -29,9 +29,9 @@ def _specs(schedules: tuple[str, ...], timezone: str, retention_period: str | No
            disabled: bool = False) -> list[service.ScheduleSpec]:
     specs = []
     for text in schedules:
-        method, cron = service.parse_schedule(text)
+        method, backup_type, cron = service.parse_schedule(text)
         specs.append(service.ScheduleSpec(method=method, cron=cron, timezone=timezone, enabled=not disabled,
-                                          retention_period=retention_period))
+                                          retention_period=retention_period, backup_type=backup_type))
     return specs
 
 
@@ -43,8 +43,10 @@ def command() -> None:
 @command.command("create")
 @click.argument("name")
 @click.option("--cluster", required=True, help="The cluster the policy protects.")
-@click.option("--schedule", "schedules", multiple=True, metavar="METHOD=CRON",
-              help="A schedule: method and five-field cron, e.g. 'volume=0 3 * * *'. Repeat per method.")
+@click.option("--schedule", "schedules", multiple=True, metavar="METHOD[:TYPE]=CRON",
+              help="A schedule: method, backup type (full, the default, or incremental) and five-field cron, "
+                   "e.g. 'pgbackup=0 3 * * 0' (full, Sundays) and 'pgbackup:incremental=0 3 * * 1-6'. "
+                   "Repeat per method and type.")
 @click.option("--method", "methods", multiple=True, help="A method the policy allows without a schedule.")
 @click.option("--timezone", default="UTC", show_default=True, help="Time zone of the cron expressions.")
 @click.option("--retention-period", default=service.DEFAULT_RETENTION_PERIOD, show_default=True,
@@ -70,10 +72,14 @@ def create(name: str, cluster: str, schedules: tuple[str, ...], methods: tuple[s
 
 @command.command("update")
 @click.argument("name")
-@click.option("--schedule", "schedules", multiple=True, metavar="METHOD=CRON", help="Add or replace a schedule.")
-@click.option("--remove", "remove", multiple=True, metavar="METHOD", help="Remove the schedule of METHOD.")
-@click.option("--enable", "enable", multiple=True, metavar="METHOD", help="Enable the schedule of METHOD.")
-@click.option("--disable", "disable", multiple=True, metavar="METHOD", help="Disable the schedule of METHOD.")
+@click.option("--schedule", "schedules", multiple=True, metavar="METHOD[:TYPE]=CRON",
+              help="Add or replace the schedule of METHOD and TYPE (full, the default, or incremental).")
+@click.option("--remove", "remove", multiple=True, metavar="METHOD[:TYPE]",
+              help="Remove the schedule of METHOD:TYPE; METHOD alone: all of its schedules.")
+@click.option("--enable", "enable", multiple=True, metavar="METHOD[:TYPE]",
+              help="Enable the schedule of METHOD:TYPE; METHOD alone: all of its schedules.")
+@click.option("--disable", "disable", multiple=True, metavar="METHOD[:TYPE]",
+              help="Disable the schedule of METHOD:TYPE; METHOD alone: all of its schedules.")
 @click.option("--method", "methods", multiple=True, help="Allow another method.")
 @click.option("--timezone", default=None, help="New time zone for every schedule.")
 @click.option("--retention-period", default=None, help="New retentionPeriod for every schedule.")
@@ -111,7 +117,8 @@ def list_(cluster: str | None, org: str, as_json: bool) -> None:
         return
     print_table(["NAME", "CLUSTER", "REPOSITORY", "METHODS", "SCHEDULES"],
                 [(p["name"], p["cluster"], p["repository"] or "(default)", ",".join(p["backup_methods"]),
-                  "; ".join(f"{x['backup_method']}: {x['cron_expression']} {x['timezone']}"
+                  "; ".join(f"{service.schedule_label(x['backup_method'], x['backup_type'])}: "
+                            f"{x['cron_expression']} {x['timezone']}"
                             f"{'' if x['enabled'] else ' (disabled)'}" for x in p["schedules"]))
                  for p in data], empty="no policies")
 
@@ -132,7 +139,8 @@ def show(name: str, org: str, as_json: bool) -> None:
     click.echo(f"  backup methods: {', '.join(data['backup_methods'])}")
     click.echo(f"  retention: {', '.join(f'{k}={v}' for k, v in data['retention'].items()) or '-'}")
     for x in data["schedules"]:
-        click.echo(f"  schedule {x['backup_method']}: '{x['cron_expression']}' {x['timezone']}, "
+        click.echo(f"  schedule {service.schedule_label(x['backup_method'], x['backup_type'])}: "
+                   f"'{x['cron_expression']}' {x['timezone']}, "
                    f"{'enabled' if x['enabled'] else 'disabled'}, retentionPeriod {x['retention_period'] or '-'}")
 
 

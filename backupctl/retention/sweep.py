@@ -8,6 +8,10 @@ A policy's rules come from ``BackupPolicy.retention`` (``keep_last``, ``keep_dai
 backups becomes ``period``, the longest one of continuous methods becomes ``pitr_window``.
 All backups of the cluster are considered so chains are seen whole, but only backups made by
 the policy are ever deleted; the others are kept ("not made by policy P") with their chains.
+
+Backups in the recycle bin (their cluster was unregistered) are not a policy's any more: the
+recycle bin's own period decides (``recycle_bin``), and policies of unregistered clusters are
+not applied.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from backupctl.catalog.models import (
 from backupctl.errors import BackupctlError
 from backupctl.retention.period import parse_period
 from backupctl.retention.policy import BackupRecord, Decision, RetentionRules, decide
+from backupctl.retention.recycle_bin import (
+    RecycleBinPlan,
+    RecycledBackup,
+    decide_recycle_bin,
+    recycle_bin_period,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +98,30 @@ def plan(session: Session, *, org: str | None = None, policy: str | None = None,
             continue
         if policy is not None and p.name != policy:
             continue
-        backups = list(session.scalars(select(Backup).where(Backup.cluster_id == p.cluster_id)))
+        if p.cluster.deleted_at is not None:
+            continue        # its kept backups are in the recycle bin
+        backups = list(session.scalars(select(Backup).where(Backup.cluster_id == p.cluster_id,
+                                                            Backup.recycled.is_(False))))
         rules = rules_for(p, backups)
         plans.append(PolicyPlan(p, rules, decide([record_of(b, p.id) for b in backups], rules, now)))
     return plans
+
+
+def plan_recycle_bin(session: Session, *, org: str | None = None, now: datetime | None = None) -> RecycleBinPlan:
+    """What the recycle bin's retention would do now. Changes nothing."""
+    now = now or utcnow()
+    period = recycle_bin_period()
+    q = select(Backup).where(Backup.recycled.is_(True)).order_by(Backup.id)
+    recycled = [b for b in session.scalars(q) if org is None or b.organisation.name == org]
+    ids = {b.id for b in recycled}
+    needed_by: dict[int, str] = {}
+    if ids:
+        for child in session.scalars(select(Backup).where(Backup.parent_backup_id.in_(ids),
+                                                          Backup.recycled.is_(False)).order_by(Backup.id)):
+            needed_by.setdefault(child.parent_backup_id, child.name)
+    entries = [RecycledBackup(record=record_of(b), recycled_at=b.recycled_at or b.created_at,
+                              needed_by=needed_by.get(b.id)) for b in recycled]
+    return RecycleBinPlan(period, decide_recycle_bin(entries, period, now))
 
 
 @dataclass
@@ -104,9 +134,10 @@ class SweepReport:
         return {"deleted": self.deleted, "errors": self.errors, "gc": self.gc}
 
 
-def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True) -> SweepReport:
-    """Delete what the plans say goes (each deletion committed on its own), then gc."""
-    from backupctl.services.backups import delete_backup
+def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True,
+          recycle_bin: RecycleBinPlan | None = None) -> SweepReport:
+    """Delete what the plans (and the recycle bin's plan) say goes (each deletion committed on
+    its own), then gc."""
     from backupctl.services.repositories import open_repository
 
     report = SweepReport()
@@ -114,17 +145,15 @@ def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True) ->
     for p in plans:
         for rec in p.decision.deleted():
             backup = session.scalar(select(Backup).where(Backup.name == rec.id))
-            if backup is None or backup.policy_id != p.policy.id:
+            if backup is None or backup.policy_id != p.policy.id or backup.recycled:
                 continue
-            try:
-                delete_backup(session, backup)
-                session.commit()
-            except BackupctlError as exc:
-                session.rollback()
-                report.errors[rec.id] = str(exc)
+            _delete(session, backup, report, touched)
+    if recycle_bin is not None:
+        for rec in recycle_bin.decision.deleted():
+            backup = session.scalar(select(Backup).where(Backup.name == rec.id))
+            if backup is None or not backup.recycled:
                 continue
-            report.deleted.append(rec.id)
-            touched.add(backup.repository_name)
+            _delete(session, backup, report, touched)
     if reclaim:
         from backupctl.repository.gc import gc
 
@@ -141,5 +170,20 @@ def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True) ->
     return report
 
 
+def _delete(session: Session, backup: Backup, report: SweepReport, touched: set[str]) -> None:
+    from backupctl.services.backups import delete_backup
+
+    name, repository = backup.name, backup.repository_name
+    try:
+        delete_backup(session, backup)
+        session.commit()
+    except BackupctlError as exc:
+        session.rollback()
+        report.errors[name] = str(exc)
+        return
+    report.deleted.append(name)
+    touched.add(repository)
+
+
 def sweep(session: Session, *, org: str | None = None, reclaim: bool = True) -> SweepReport:
-    return apply(session, plan(session, org=org), reclaim=reclaim)
+    return apply(session, plan(session, org=org), reclaim=reclaim, recycle_bin=plan_recycle_bin(session, org=org))

@@ -2,16 +2,22 @@
 
 ``create_backup`` records the backup before touching the database and commits each phase
 change (New -> Running -> Completed | Failed), so other processes see a running backup
-and a crash leaves a Running/Failed row, never a Completed one without data.
+and a crash leaves a Running/Failed row, never a Completed one without data. It holds the
+lease of the cluster and method while it runs (``backupctl.services.leases``), the one the
+scheduler's jobs hold, so a manual backup never overlaps a scheduled one.
+
+``recover_backup`` takes a backup out of the recycle bin, attaching it to a registered cluster.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from backupctl.catalog.manifest import BackupManifest, snapshot_metadata
@@ -26,9 +32,9 @@ from backupctl.catalog.models import (
     Cluster,
     utcnow,
 )
-from backupctl.errors import BackupctlError, NotFoundError, UsageError
+from backupctl.errors import BackupctlError, BusyError, NotFoundError, UsageError
 from backupctl.progress import Progress
-from backupctl.services import audit
+from backupctl.services import audit, leases, methods
 from backupctl.services.clusters import get_cluster, target_of
 from backupctl.services.organisations import get_organisation
 from backupctl.services.policies import policies_of_cluster
@@ -38,11 +44,9 @@ from backupctl.services.repositories import (
     get_repository,
     open_repository,
 )
-from engine_tools import registry
-from engine_tools.base import BackupRequest, Capability
+from engine_tools.base import BackupRequest
 
-TYPES_BY_CAPABILITY = {"full": Capability.FULL, "incremental": Capability.INCREMENTAL,
-                       "continuous": Capability.CONTINUOUS, "snapshot": Capability.SNAPSHOT}
+TYPES_BY_CAPABILITY = methods.TYPES_BY_CAPABILITY
 
 
 # -- choosing a repository -------------------------------------------------------------------
@@ -67,18 +71,51 @@ def new_backup_name(cluster: str, method: str, at: datetime) -> str:
 
 
 # -- creating ----------------------------------------------------------------------------------
+def manual_lease_owner() -> str:
+    """Who a manual backup's lease names: the actor, the host and the process."""
+    return f"{audit.current_actor()} on {socket.gethostname()} (pid {os.getpid()})"
+
+
 def create_backup(session: Session, *, cluster: str, org: str | None = None, method: str | None = None,
                   type: str = "full", repository: str | None = None, policy_id: int | None = None,
-                  progress: Progress | None = None) -> Backup:
-    """Take a backup of ``cluster`` now. Commits the session at each phase change."""
+                  progress: Progress | None = None, lease_owner: str | None = None,
+                  lease_ttl: float = leases.DEFAULT_TTL) -> Backup:
+    """Take a backup of ``cluster`` now. Commits the session at each phase change.
+
+    Holds the lease of the cluster and method while it runs; if another backup of them holds it,
+    fails with a BackupctlError naming the holder. ``lease_owner``: a caller that already holds
+    that lease (the scheduler's job) passes its owner, and the lease is used as is.
+    """
     target = get_cluster(session, cluster, org)
-    resolved = registry.resolve_method(target.engine, method)
+    spec = methods.resolve(target.engine, method, type).spec
+    engine = session.get_bind()
+    key = leases.backup_lease_key(target.organisation.name, target.name, spec.name)
+    if lease_owner is not None:
+        current = leases.holder(engine, key)
+        if current is None or current.owner != lease_owner:
+            raise BackupctlError(f"the lease for backing up cluster {target.name} with method {spec.name} is not "
+                                 f"held by {lease_owner}", "take it with backupctl.services.leases.lease first")
+        return _create_backup(session, target, method=spec.name, type=type, repository=repository,
+                              policy_id=policy_id, progress=progress)
+    owner = manual_lease_owner()
+    with leases.lease(engine, key, owner, lease_ttl) as held:
+        if not held:
+            _raise_busy(engine, key, target.name, spec.name)
+        return _create_backup(session, target, method=spec.name, type=type, repository=repository,
+                              policy_id=policy_id, progress=progress)
+
+
+def _raise_busy(engine: Engine, key: str, cluster: str, method: str) -> None:
+    current = leases.holder(engine, key)
+    by = f" by {current.owner} since {current.acquired_at:%Y-%m-%dT%H:%M:%SZ}" if current else ""
+    raise BusyError(f"cluster {cluster} is already being backed up with method {method}{by}",
+                    "wait for it to finish")
+
+
+def _create_backup(session: Session, target: Cluster, *, method: str, type: str, repository: str | None,
+                   policy_id: int | None, progress: Progress | None) -> Backup:
+    resolved = methods.resolve(target.engine, method, type)
     spec = resolved.spec
-    if type not in TYPES_BY_CAPABILITY:
-        raise UsageError(f"unknown backup type {type!r}", f"choose one of: {', '.join(TYPES_BY_CAPABILITY)}")
-    if not spec.can(TYPES_BY_CAPABILITY[type]):
-        can = ", ".join(sorted(c.value for c in spec.capabilities))
-        raise UsageError(f"method {spec.name} cannot take {type} backups of {target.engine}", f"it can: {can}")
     resolved.tool.check(target_of(target), spec.name)
     repo_row = resolve_repository(session, target, spec.name, repository)
     parent = _parent_for(session, target, spec.name) if type == "incremental" else None
@@ -229,6 +266,34 @@ def delete_backup(session: Session, backup: Backup, *, _unregistering: bool = Fa
     session.flush()
 
 
+# -- the recycle bin -------------------------------------------------------------------------------
+def recover_backup(session: Session, name: str, cluster: str, org: str | None = None) -> list[Backup]:
+    """Take backup ``name`` out of the recycle bin: attach it, and the chain it needs, to the
+    registered ``cluster`` (of the same engine). Returns the backups recovered, oldest first."""
+    backup = get_backup(session, name, org)
+    if not backup.recycled:
+        raise UsageError(f"backup {name} is not in the recycle bin (it belongs to cluster {backup.cluster_name})",
+                         "see 'backupctl backup list --recycled'")
+    target = get_cluster(session, cluster, org)
+    if target.engine != backup.engine:
+        raise UsageError(f"backup {name} is a {backup.engine} backup and cluster {target.name} is {target.engine}",
+                         f"recover it into a {backup.engine} cluster: register one with "
+                         f"'backupctl cluster register NAME --engine {backup.engine} ...'")
+    chain: list[Backup] = []
+    b: Backup | None = backup
+    while b is not None:                  # an incremental comes with the backups it is based on
+        if b.recycled:
+            chain.append(b)
+        b = b.parent
+    for b in chain:
+        b.cluster, b.cluster_name, b.recycled, b.recycled_at = target, target.name, False, None
+    chain.reverse()
+    audit.record(session, "backup.recover", f"backup/{name}", organisation_id=backup.organisation_id,
+                 cluster=target.name, backups=[b.name for b in chain])
+    session.flush()
+    return chain
+
+
 def backup_to_dict(b: Backup) -> dict[str, Any]:
     def iso(v: datetime | None) -> str | None:
         return v.isoformat() if v else None
@@ -241,5 +306,5 @@ def backup_to_dict(b: Backup) -> dict[str, Any]:
         "positions": dict(b.positions or {}), "logical_size": b.logical_size, "bytes_added": b.bytes_added,
         "throughput": b.throughput, "repository": b.repository_name, "snapshot_ids": list(b.snapshot_ids or []),
         "error_message": b.error_message, "deletion_protection": b.deletion_protection, "recycled": b.recycled,
-        "created_at": iso(b.created_at),
+        "recycled_at": iso(b.recycled_at), "created_at": iso(b.created_at),
     }

@@ -120,11 +120,12 @@ def unregister_cluster(session: Session, name: str, org: str | None, keep: str |
     for b in sorted(doomed, key=lambda b: b.id, reverse=True):   # children before their parents
         backup_service.delete_backup(session, b, _unregistering=True)
         result.deleted.append(b.name)
+    now = utcnow()
     for b in owned:
         if b.id in keep_ids:
-            b.recycled = True
+            b.recycled, b.recycled_at = True, now
             result.kept.append(b.name)
-    cluster.deleted_at = utcnow()
+    cluster.deleted_at = now
     audit.record(session, "cluster.unregister", f"cluster/{name}", organisation_id=cluster.organisation_id,
                  keep=keep, kept=result.kept, deleted=result.deleted)
     session.flush()

@@ -3,6 +3,11 @@
 The objects validate against the dataprotection.kubeblocks.io/v1alpha1 CRD schemas. KubeBlocks
 cron expressions are in UTC unless prefixed with ``CRON_TZ=<zone>`` (robfig/cron syntax,
 which KubeBlocks uses); a schedule in another time zone is exported with that prefix.
+
+KubeBlocks makes a backup's type a property of its method (the ActionSet's ``backupType``), so
+an incremental schedule of method M is exported as its own method ``M-incremental`` whose
+``compatibleMethod`` is M (the full method it builds on, as KubeBlocks' incremental methods
+name theirs), scheduled under that name. Full schedules keep the method's own name.
 """
 
 from __future__ import annotations
@@ -26,11 +31,24 @@ def _method_entry(engine: str, method: str) -> dict[str, Any]:
     return entry
 
 
+def incremental_method_name(method: str) -> str:
+    return f"{method}-incremental"
+
+
+def _incremental_method_entry(engine: str, method: str) -> dict[str, Any]:
+    spec = registry.resolve_method(engine, method).spec
+    return {"name": incremental_method_name(method),
+            "actionSetName": f"{spec.action_set or f'{engine}-{method}'}-incremental",
+            "snapshotVolumes": False, "compatibleMethod": method}
+
+
 def export_policy(policy: BackupPolicy, namespace: str = "default") -> list[dict[str, Any]]:
     cluster = policy.cluster
     labels = {"app.kubernetes.io/instance": cluster.name, "app.kubernetes.io/managed-by": "backupctl"}
+    incremental = list(dict.fromkeys(s.backup_method for s in policy.schedules if s.backup_type == "incremental"))
     spec: dict[str, Any] = {
-        "backupMethods": [_method_entry(cluster.engine, m) for m in policy.backup_methods],
+        "backupMethods": [_method_entry(cluster.engine, m) for m in policy.backup_methods]
+                         + [_incremental_method_entry(cluster.engine, m) for m in incremental],
         "target": {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": cluster.name}}},
     }
     if policy.repository is not None:
@@ -43,7 +61,8 @@ def export_policy(policy: BackupPolicy, namespace: str = "default") -> list[dict
     schedules = []
     for s in policy.schedules:
         cron = s.cron_expression if s.timezone == "UTC" else f"CRON_TZ={s.timezone} {s.cron_expression}"
-        entry: dict[str, Any] = {"name": s.backup_method, "backupMethod": s.backup_method, "cronExpression": cron,
+        method = s.backup_method if s.backup_type == "full" else incremental_method_name(s.backup_method)
+        entry: dict[str, Any] = {"name": method, "backupMethod": method, "cronExpression": cron,
                                  "enabled": s.enabled}
         if s.retention_period:
             entry["retentionPeriod"] = s.retention_period

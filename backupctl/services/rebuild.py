@@ -15,7 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backupctl.catalog.manifest import BackupManifest, parse_snapshot_metadata
-from backupctl.catalog.models import PHASE_COMPLETED, Backup, BackupRepository, Cluster
+from backupctl.catalog.models import (
+    PHASE_COMPLETED,
+    Backup,
+    BackupRepository,
+    Cluster,
+    utcnow,
+)
 from backupctl.repository import Repository, Snapshot
 from backupctl.services import audit
 from backupctl.services.organisations import get_organisation
@@ -65,7 +71,8 @@ def rebuild_from_repository(session: Session, repo: Repository, repo_row: Backup
                                           default=max(ends)),
                         positions=positions, logical_size=logical, bytes_added=added,
                         throughput=logical / seconds if seconds > 0 else None, repository_name=repo_row.name,
-                        snapshot_ids=[s.id for s in snaps], recycled=cluster is None)
+                        snapshot_ids=[s.id for s in snaps], recycled=cluster is None,
+                        recycled_at=utcnow() if cluster is None else None)
         session.add(backup)
         created[name] = (backup, m)
         report.created.append(name)

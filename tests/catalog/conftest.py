@@ -54,7 +54,9 @@ def _reset_pg(url: str) -> None:
     engine = db.get_engine(url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE audit_events, backups, restores, backup_schedules, backup_policies, "
-                          "repository_orgs, repositories, roles, users, clusters RESTART IDENTITY CASCADE"))
+                          "repository_orgs, repositories, roles, users, clusters, scheduler_runs, scheduler_leases "
+                          "RESTART IDENTITY CASCADE"))
+        conn.execute(text("DROP TABLE IF EXISTS apscheduler_jobs"))
         conn.execute(text("DELETE FROM organisations WHERE name <> 'default'"))
         conn.execute(text("DELETE FROM environments WHERE name <> 'local'"))
 
@@ -134,3 +136,22 @@ def data_dir(tmp_path: Path) -> Path:
     (d / "base" / "1" / "1259").write_bytes(secrets.token_bytes(300_000))
     (d / "postgresql.conf").write_text("listen_addresses = '*'\n" * 50)
     return d
+
+
+# -- a test engine tool with incremental backups, installed through a real entry point ----------------
+@pytest.fixture
+def chain_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Installs ``tests.catalog.chain_tool:ChainTool`` in the ``backupctl.engine_tools`` entry point
+    group: a ``.dist-info`` on sys.path, found by importlib.metadata as an installed package is."""
+    from tests.catalog import chain_tool as module
+
+    site = tmp_path / "site"
+    info = site / "backupctl_test_chain_tool-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: backupctl-test-chain-tool\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[backupctl.engine_tools]\nchaintool = tests.catalog.chain_tool:ChainTool\n")
+    monkeypatch.syspath_prepend(str(site))
+    module.reset()
+    yield module
+    module.RELEASE.set()
+    module.reset()

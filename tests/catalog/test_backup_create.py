@@ -38,7 +38,7 @@ def test_volume_plugin_is_found_through_the_entry_point_group() -> None:
 def test_backup_create_records_a_completed_backup_whose_snapshot_restores_byte_for_byte(
         run, repo_path: Path, data_dir: Path, tmp_path: Path) -> None:
     _setup(run, repo_path, data_dir)
-    b = json.loads(run("backup", "create", "--cluster", "pg", "--json").stdout)
+    b = json.loads(run("backup", "create", "--cluster", "pg", "--method", "volume", "--json").stdout)
     assert b["phase"] == "Completed"
     assert (b["cluster"], b["engine"], b["method"], b["type"], b["repository"]) == \
         ("pg", "postgresql", "volume", "full", "main")
@@ -61,7 +61,7 @@ def test_backup_create_records_a_completed_backup_whose_snapshot_restores_byte_f
 
 def test_backup_delete_forgets_the_repository_snapshot(run, repo_path: Path, data_dir: Path) -> None:
     _setup(run, repo_path, data_dir)
-    b = json.loads(run("backup", "create", "--cluster", "pg", "--json").stdout)
+    b = json.loads(run("backup", "create", "--cluster", "pg", "--method", "volume", "--json").stdout)
     run("backup", "delete", b["name"])
     with Repository.open(str(repo_path), PASSWORD) as repo:
         assert repo.snapshots() == []
@@ -71,7 +71,7 @@ def test_backup_delete_forgets_the_repository_snapshot(run, repo_path: Path, dat
 def test_backup_without_any_repository_is_one_clear_line(run, data_dir: Path) -> None:
     run("cluster", "register", "pg", "--engine", "postgresql", "--host", "h", "--port", "5432",
         "--data-dir", str(data_dir))
-    line = run.fails("backup", "create", "--cluster", "pg")
+    line = run.fails("backup", "create", "--cluster", "pg", "--method", "volume")
     assert line == ("error: no repository to back up cluster pg into (pass --repo NAME, set one on its policy, or "
                     "add a default one with 'backupctl repo add NAME --url URL --default')")
 
@@ -83,22 +83,22 @@ def test_the_policy_repository_is_used_before_the_default_one(run, repo_path: Pa
     Repository.init(str(other), PASSWORD).close()
     run("repo", "add", "other", "--url", str(other))
     run("policy", "create", "p", "--cluster", "pg", "--repo", "other", "--schedule", "volume=0 3 * * *")
-    b = json.loads(run("backup", "create", "--cluster", "pg", "--json").stdout)
+    b = json.loads(run("backup", "create", "--cluster", "pg", "--method", "volume", "--json").stdout)
     assert b["repository"] == "other"
-    b = json.loads(run("backup", "create", "--cluster", "pg", "--repo", "main", "--json").stdout)
+    b = json.loads(run("backup", "create", "--cluster", "pg", "--method", "volume", "--repo", "main", "--json").stdout)
     assert b["repository"] == "main"
 
 
 def test_incremental_with_a_full_only_method_is_one_clear_line(run, repo_path: Path, data_dir: Path) -> None:
     _setup(run, repo_path, data_dir)
-    line = run.fails("backup", "create", "--cluster", "pg", "--type", "incremental")
+    line = run.fails("backup", "create", "--cluster", "pg", "--method", "volume", "--type", "incremental")
     assert line == "error: method volume cannot take incremental backups of postgresql (it can: full)"
 
 
 def test_cluster_without_data_dir_cannot_use_the_volume_method(run, repo_path: Path) -> None:
     run("repo", "add", "main", "--url", str(repo_path), "--default")
     run("cluster", "register", "r", "--engine", "redis", "--host", "h", "--port", "6379")
-    line = run.fails("backup", "create", "--cluster", "r")
+    line = run.fails("backup", "create", "--cluster", "r", "--method", "volume")
     assert line.startswith("error: cluster r has no data directory, so the volume method cannot back it up")
 
 
@@ -106,7 +106,7 @@ def test_wrong_repository_password_fails_before_recording_anything(run, repo_pat
                                                                    monkeypatch) -> None:
     _setup(run, repo_path, data_dir)
     monkeypatch.setenv("BACKUPCTL_PASSWORD", "wrong")
-    run.fails("backup", "create", "--cluster", "pg")
+    run.fails("backup", "create", "--cluster", "pg", "--method", "volume")
     assert json.loads(run("backup", "list", "--json").stdout) == []
 
 
@@ -118,7 +118,7 @@ def test_a_failing_engine_tool_leaves_a_failed_backup_with_its_error(run, repo_p
         raise OSError("disk on fire")
 
     monkeypatch.setattr(VolumeTool, "backup", broken)
-    line = run.fails("backup", "create", "--cluster", "pg")
+    line = run.fails("backup", "create", "--cluster", "pg", "--method", "volume")
     assert line.startswith("error: backup pg-volume-") and "failed: OSError: disk on fire" in line
     [b] = json.loads(run("backup", "list", "--json").stdout)
     assert (b["phase"], b["error_message"], b["snapshot_ids"]) == ("Failed", "disk on fire", [])
@@ -127,9 +127,9 @@ def test_a_failing_engine_tool_leaves_a_failed_backup_with_its_error(run, repo_p
 def test_catalog_rebuild_recreates_backups_from_the_repository(run, repo_path: Path, data_dir: Path,
                                                                 backupctl_env: Path) -> None:
     _setup(run, repo_path, data_dir)
-    first = json.loads(run("backup", "create", "--cluster", "pg", "--json").stdout)
+    first = json.loads(run("backup", "create", "--cluster", "pg", "--method", "volume", "--json").stdout)
     (data_dir / "base" / "1" / "new").write_bytes(b"x" * 5000)
-    second = json.loads(run("backup", "create", "--cluster", "pg", "--json").stdout)
+    second = json.loads(run("backup", "create", "--cluster", "pg", "--method", "volume", "--json").stdout)
     # a plain snapshot without catalogue metadata is ignored
     from backupctl.repository.backup import backup_paths
 

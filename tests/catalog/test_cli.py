@@ -53,7 +53,7 @@ def test_policy_create_show_update_list_delete(run) -> None:
               "--timezone", "Asia/Shanghai", "--repo", "main", "--keep-last", "7", "--pitr-window", "3d").stdout
     assert out.strip() == "created policy pg-nightly for cluster pg: 1 schedule(s)"
     d = json.loads(run("policy", "show", "pg-nightly", "--json").stdout)
-    assert d["schedules"] == [{"backup_method": "volume", "cron_expression": "30 2 * * *",
+    assert d["schedules"] == [{"backup_method": "volume", "backup_type": "full", "cron_expression": "30 2 * * *",
                                "timezone": "Asia/Shanghai", "enabled": True, "retention_period": "7d"}]
     assert d["retention"] == {"keep_last": 7, "pitr_window": "3d"}
     assert d["repository"] == "main"
@@ -150,7 +150,7 @@ def test_repo_add_and_list(run, tmp_path) -> None:
 
 def test_catalog_info_reports_the_head_revision(run, backupctl_env) -> None:
     info = json.loads(run("catalog", "info", "--json").stdout)
-    assert info["revision"] == info["head"] == "0001"
+    assert info["revision"] == info["head"] == "0002"
     assert info["url"] == f"sqlite:///{backupctl_env / 'catalog.db'}"
 
 

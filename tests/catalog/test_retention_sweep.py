@@ -27,7 +27,7 @@ def test_retention_run_deletes_expired_backups_snapshots_and_space(run, repo_pat
         policy_id = s.scalar(select(BackupPolicy.id).where(BackupPolicy.name == "daily"))
         for i in range(3):
             (data_dir / f"changing-{i}.bin").write_bytes(bytes([i]) * 300_000 + bytes(range(256)) * i)
-            names.append(create_backup(s, cluster="pg", policy_id=policy_id).name)
+            names.append(create_backup(s, cluster="pg", method="volume", policy_id=policy_id).name)
         # The first two are from ten days ago: outside the schedule's 7d retentionPeriod and not the last one.
         for b in s.scalars(select(Backup).where(Backup.name.in_(names[:2]))):
             b.started_at -= timedelta(days=10)

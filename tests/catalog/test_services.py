@@ -105,7 +105,8 @@ def test_policy_with_schedules_per_method_round_trips(session: Session) -> None:
     assert d["backup_methods"] == ["volume"]
     assert d["repository"] == "main"
     assert d["retention"] == {"keep_last": 7, "pitr_window": "7d"}
-    assert d["schedules"] == [{"backup_method": "volume", "cron_expression": "0 3 * * *", "timezone": "Europe/Paris",
+    assert d["schedules"] == [{"backup_method": "volume", "backup_type": "full", "cron_expression": "0 3 * * *",
+                               "timezone": "Europe/Paris",
                                "enabled": True, "retention_period": "30d12h"}]
     policies.update_policy(session, "pg-daily", disable=["volume"], retention={"keep_daily": 14})
     session.commit()

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine
 
+from backupctl.catalog.db import upgrade_to_head
 from scheduler.service import BackupScheduler, SchedulerConfig
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -36,12 +37,14 @@ def pg_url():
 
 @pytest.fixture
 def pg_engines(pg_url):
-    """Two independent engines on the same PostgreSQL database, as two processes would have;
-    the scheduler tables are emptied first."""
+    """Two independent engines on the same PostgreSQL database, as two processes would have; the
+    catalogue's schema (with the scheduler's tables) at head, those tables and APScheduler's emptied."""
     engines = [create_engine(pg_url), create_engine(pg_url)]
+    upgrade_to_head(engines[0])
     with engines[0].begin() as conn:
-        for table in ("apscheduler_jobs", "scheduler_runs", "scheduler_leases"):
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS apscheduler_jobs")
+        conn.exec_driver_sql("DELETE FROM scheduler_runs")
+        conn.exec_driver_sql("DELETE FROM scheduler_leases")
     yield engines
     for e in engines:
         e.dispose()

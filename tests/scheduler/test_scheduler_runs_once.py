@@ -9,18 +9,18 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.triggers.cron import CronTrigger
 
+from backupctl.catalog.db import upgrade_to_head
+from backupctl.services.leases import acquire, lease
 from scheduler.claims import claim_run, recorded_runs
 from scheduler.jobs import run_policy_backup
-from scheduler.lease import lease
 from scheduler.sync import PolicySchedule
-from scheduler.tables import create_tables
 
 UTC = timezone.utc
 
 
-def every_second(s, pid, cluster="pg1", method="basebackup"):
-    s.aps.add_job(run_policy_backup, CronTrigger(second="*"), args=(pid, "acme", cluster, method),
-                  id=f"backup:{pid}:{method}", coalesce=True, max_instances=1, misfire_grace_time=None)
+def every_second(s, pid, cluster="pg1", method="basebackup", backup_type="full"):
+    s.aps.add_job(run_policy_backup, CronTrigger(second="*"), args=(pid, "acme", cluster, method, backup_type),
+                  id=f"backup:{pid}:{method}:{backup_type}", coalesce=True, max_instances=1, misfire_grace_time=None)
 
 
 def test_a_slow_backup_triggered_every_second_never_overlaps_itself(sqlite_engine, make_scheduler, slow_recorder):
@@ -54,7 +54,7 @@ def test_a_backup_is_skipped_while_another_process_holds_its_lease(sqlite_engine
     with lease(sqlite_engine, "backup:acme/pg1:basebackup", "another-host:42", ttl=60) as held:
         assert held
         due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        s.aps.get_job("backup:1:basebackup").modify(next_run_time=due)
+        s.aps.get_job("backup:1:basebackup:full").modify(next_run_time=due)
         deadline = time.monotonic() + 10
         while not [r for r in recorded_runs(sqlite_engine) if r["finished_at"]] and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -64,12 +64,11 @@ def test_a_backup_is_skipped_while_another_process_holds_its_lease(sqlite_engine
 
 
 def test_an_expired_lease_is_taken_over(sqlite_engine):
-    create_tables(sqlite_engine)
+    upgrade_to_head(sqlite_engine)
     with lease(sqlite_engine, "k", "dead-process", ttl=0.2) as held:
         assert held
         with lease(sqlite_engine, "k", "me", ttl=60) as second:
             assert not second
-    from scheduler.lease import acquire
     assert acquire(sqlite_engine, "k2", "crashed", ttl=0.01)
     time.sleep(0.05)
     assert acquire(sqlite_engine, "k2", "me", ttl=60)
@@ -82,7 +81,7 @@ def test_runs_missed_while_down_coalesce_into_one(sqlite_engine, make_scheduler,
     s.start()
     s.aps.pause()
     three_years_ago = datetime(datetime.now(UTC).year - 3, 1, 1, tzinfo=UTC)
-    s.aps.get_job("backup:1:basebackup").modify(next_run_time=three_years_ago)
+    s.aps.get_job("backup:1:basebackup:full").modify(next_run_time=three_years_ago)
     s.shutdown()  # "down" with three yearly runs missed
 
     again = make_scheduler(sqlite_engine, [yearly], run_backup=recorder)
@@ -96,7 +95,6 @@ def test_runs_missed_while_down_coalesce_into_one(sqlite_engine, make_scheduler,
 
 def test_a_fire_time_is_claimed_once(pg_engines):
     a, b = pg_engines
-    create_tables(a)
     t = datetime(2024, 5, 1, 3, 0, tzinfo=UTC)
     assert claim_run(a, "backup:1:m", t, "a")
     assert not claim_run(b, "backup:1:m", t, "b")

@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backupctl.errors import UsageError
 from backupctl.cron import cron_trigger
+from backupctl.errors import UsageError
 
 UTC = timezone.utc
 

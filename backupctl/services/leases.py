@@ -1,8 +1,9 @@
-"""A lease: a lock held in the catalogue database, across processes and hosts, with an expiry.
+"""Leases: locks held in the catalogue database, across processes and hosts, with an expiry.
 
-Used so that no two runs of the same cluster and method overlap even when they are started by
-different scheduler processes. The holder renews the lease in a background thread; if the
-holder dies, the lease expires after ``ttl`` seconds and the next run may take it.
+A backup of one cluster with one method holds the lease ``backup_lease_key(org, cluster,
+method)`` while it runs, whether the scheduler or a user (``backup create``) started it, so no
+two of them overlap. The holder renews the lease in a background thread; if the holder dies,
+the lease expires after ``ttl`` seconds and the next one may take it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,30 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from sqlalchemy import Engine, delete, insert, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from scheduler.tables import leases
+from backupctl.catalog.models import scheduler_leases as leases
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 600.0
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    key: str
+    owner: str
+    acquired_at: datetime
+    expires_at: datetime
+
+
+def backup_lease_key(org: str | None, cluster: str, method: str) -> str:
+    """The lease a backup of ``cluster`` with ``method`` holds (any backup type)."""
+    return f"backup:{org or ''}/{cluster}:{method}"
 
 
 def acquire(engine: Engine, key: str, owner: str, ttl: float) -> bool:
@@ -48,8 +66,19 @@ def release(engine: Engine, key: str, owner: str) -> None:
         conn.execute(delete(leases).where(leases.c.key == key, leases.c.owner == owner))
 
 
+def holder(engine: Engine, key: str) -> LeaseHolder | None:
+    """Who holds ``key`` now (None if nobody, or the lease has expired)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(leases).where(leases.c.key == key, leases.c.expires_at >= time.time())).first()
+    if row is None:
+        return None
+    return LeaseHolder(key=row.key, owner=row.owner,
+                       acquired_at=datetime.fromtimestamp(row.acquired_at, timezone.utc),
+                       expires_at=datetime.fromtimestamp(row.expires_at, timezone.utc))
+
+
 @contextmanager
-def lease(engine: Engine, key: str, owner: str, ttl: float = 600.0) -> Iterator[bool]:
+def lease(engine: Engine, key: str, owner: str, ttl: float = DEFAULT_TTL) -> Iterator[bool]:
     """``with lease(...) as held:`` -- ``held`` is False if someone else holds it (then nothing
     is taken and nothing released). While held, the lease is renewed every ``ttl / 3`` seconds."""
     if not acquire(engine, key, owner, ttl):
