@@ -1,8 +1,5 @@
-"""``backupctl repo add`` and ``repo list``: repositories in the catalogue.
-
-Plain click commands; the ``repo`` group (backupctl/cli/repo.py) attaches them:
-``command.add_command(catalog_repo.add)`` and ``command.add_command(catalog_repo.list_)``.
-"""
+"""``backupctl repo add`` and ``repo list``: repositories in the catalogue (the ``repo`` group
+in backupctl/cli/repo.py loads them on first use)."""
 
 from __future__ import annotations
 
@@ -23,22 +20,26 @@ from backupctl.services import repositories as service
                                                     f"[default: {service.DEFAULT_PASSWORD_ENV}].")
 @click.option("--password-file", metavar="FILE", help="File holding the password.")
 @click.option("--password-command", metavar="CMD", help="Command printing the password.")
-@click.option("--init", "init", is_flag=True, help="Also create the repository at URL (as 'repo init').")
+@click.option("--init", "init", is_flag=True, hidden=True, help="Kept for compatibility: creating is the default.")
+@click.option("--no-connect", is_flag=True,
+              help="Only record it: do not open (or create) the repository now, e.g. while its store is offline.")
 @json_option
 def add(name: str, url: str, default: bool, orgs: tuple[str, ...], password_env: str | None,
-        password_file: str | None, password_command: str | None, init: bool, as_json: bool) -> None:
-    """Record repository NAME in the catalogue (only where its password comes from, never the password)."""
+        password_file: str | None, password_command: str | None, init: bool, no_connect: bool,
+        as_json: bool) -> None:
+    """Record repository NAME in the catalogue, opening it with its password (created if new).
+
+    The catalogue keeps where the password comes from, never the password."""
     with session_scope() as s:
         row = service.add_repository(s, name=name, url=url, default=default, orgs=orgs, password_env=password_env,
                                      password_file=password_file, password_command=password_command)
-        if init:
-            service.init_repository(row)
+        created = False if no_connect else service.connect_repository(row)
         data = service.repository_to_dict(row)
     if as_json:
-        print_json(data)
+        print_json({**data, "created": created})
     else:
         click.echo(f"added repository {name} ({data['url']}){' as the default' if default else ''}"
-                   f"{', created' if init else ''}")
+                   f"{', created it' if created else ''}")
 
 
 @click.command("list")

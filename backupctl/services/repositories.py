@@ -101,8 +101,27 @@ def open_repository(row: BackupRepository) -> Repository:
 
 
 def init_repository(row: BackupRepository) -> None:
-    """Create the repository itself at the row's URL (``repo add --init``)."""
+    """Create the repository itself at the row's URL."""
     Repository.init(row.url, repository_password(row)).close()
+
+
+def connect_repository(row: BackupRepository) -> bool:
+    """Open the repository at the row's URL with its password source, creating it if there is
+    none yet (as KubeBlocks provisions a BackupRepo). True when it was created. A wrong
+    password or an unreachable store is an error now rather than at the first backup."""
+    from backupctl.repository.config import CONFIG_NAME
+    from repo_plugins import open_store
+
+    store = open_store(row.url)
+    try:
+        exists = store.exists(CONFIG_NAME)
+    finally:
+        store.close()
+    if not exists:
+        init_repository(row)
+        return True
+    open_repository(row).close()
+    return False
 
 
 def repository_to_dict(r: BackupRepository) -> dict[str, Any]:

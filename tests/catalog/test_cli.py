@@ -138,7 +138,8 @@ def test_unregister_asks_what_to_do_with_backups(run) -> None:
 
 def test_repo_add_and_list(run, tmp_path) -> None:
     run("repo", "add", "nas", "--url", str(tmp_path / "nas"), "--default")
-    run("repo", "add", "acme-s3", "--url", "s3://bucket/acme", "--org", "acme", "--password-env", "ACME_REPO_PW")
+    run("repo", "add", "acme-s3", "--url", "s3://bucket/acme", "--org", "acme", "--password-env", "ACME_REPO_PW",
+        "--no-connect")
     listed = json.loads(run("repo", "list", "--json").stdout)
     assert [(r["name"], r["default"], r["organisations"], r["password_source"]) for r in listed] == [
         ("acme-s3", False, ["acme"], {"kind": "env", "value": "ACME_REPO_PW"}),
@@ -162,3 +163,20 @@ def test_the_cli_works_on_postgresql(run, pg_url, monkeypatch) -> None:
     _register(run, "pg-on-pg")
     assert [c["name"] for c in json.loads(run("cluster", "list", "--json").stdout)] == ["pg-on-pg"]
     assert json.loads(run("catalog", "info", "--json").stdout)["url"].startswith("postgresql+psycopg://")
+
+
+def test_repo_add_creates_a_new_repository_and_checks_the_password_of_an_existing_one(run, tmp_path,
+                                                                                   monkeypatch) -> None:
+    from backupctl.repository import Repository
+    from tests.catalog.conftest import PASSWORD
+
+    added = json.loads(run("repo", "add", "nas", "--url", str(tmp_path / "nas"), "--json").stdout)
+    assert added["created"] is True
+    Repository.open(str(tmp_path / "nas"), PASSWORD).close()           # a real repository, our password
+    again = json.loads(run("repo", "add", "nas2", "--url", str(tmp_path / "nas"), "--json").stdout)
+    assert again["created"] is False
+    monkeypatch.setenv("OTHER_PW", "not the password")
+    line = run.fails("repo", "add", "nas3", "--url", str(tmp_path / "nas"), "--password-env", "OTHER_PW")
+    assert line.startswith("error: wrong password")
+    names = [r["name"] for r in json.loads(run("repo", "list", "--json").stdout)]
+    assert names == ["nas", "nas2"]                                     # the refused one was not recorded
