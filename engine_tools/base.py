@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -88,6 +89,22 @@ class BackupResult:
 
 
 @dataclass
+class LogContext:
+    """What a plugin needs to archive or fetch a cluster's logs (WAL, binlogs) for the core.
+
+    ``state_dir``: a private directory for this cluster's archiving state (spool, cached
+    listings); ``command``: how the database server invokes backupctl (absolute path, and
+    the environment it needs), to which the plugin appends the subcommand.
+    """
+
+    cluster: str
+    org: str
+    state_dir: str
+    command: str
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RestoreRequest:
     cluster: ClusterTarget                     # the target (may be a new cluster)
     method: str
@@ -95,6 +112,24 @@ class RestoreRequest:
     target_dir: str
     restore_time: datetime | None = None
     progress: Progress | None = None
+    target_position: str | None = None         # an engine position to stop at (LSN, binlog position)
+    target_transaction: str | None = None      # a transaction id to stop after
+    target_name: str | None = None             # a named restore point
+    start: bool = False                        # start the restored server and wait until it is promoted
+    port: int | None = None                    # the restored server's port
+    force: bool = False                        # restore over a non-empty target directory
+    log_context: LogContext | None = None      # the source cluster's log archive (point-in-time restores)
+
+
+@dataclass
+class RestoreStage:
+    """One step of a restore that the caller (CLI, operator) runs and times on its own.
+
+    ``run`` returns details to record (positions reached, files written), or None.
+    """
+
+    name: str
+    run: Callable[[], dict[str, Any] | None]
 
 
 @runtime_checkable
@@ -111,3 +146,33 @@ class EngineTool(Protocol):
 
     def restore(self, repo: Repository, request: RestoreRequest) -> None:
         """Write the backup back; raise a BackupctlError on failure."""
+
+
+@runtime_checkable
+class StagedRestore(Protocol):
+    """Optional: a plugin whose restore is a sequence of stages (prepare data, configure, start, replay)."""
+
+    def restore_stages(self, repo: Repository, request: RestoreRequest) -> list[RestoreStage]:
+        """The stages, in order; checks that need no change on disk (the target window) run here, up front."""
+
+
+@runtime_checkable
+class LogArchiver(Protocol):
+    """Optional: a plugin that archives an engine's logs continuously (WAL, binlogs) for point-in-time restore."""
+
+    def archive_config(self, cluster: ClusterTarget, context: LogContext) -> str:
+        """The server configuration lines that archive to, and restore from, backupctl."""
+
+    def push_log(self, repo: Repository, cluster: ClusterTarget, path: str, context: LogContext) -> dict[str, Any]:
+        """Store the log file at ``path`` (and others waiting, if the plugin batches)."""
+
+    def fetch_log(self, repo: Repository, cluster: ClusterTarget, name: str, dest: str,
+                  context: LogContext) -> bool:
+        """Write archived log file ``name`` to ``dest``; False if the archive does not hold it."""
+
+    def log_status(self, repo: Repository, cluster: ClusterTarget, context: LogContext) -> dict[str, Any]:
+        """The archived range (per timeline), gaps and the lag."""
+
+    def restore_point(self, repo: Repository, cluster: ClusterTarget, name: str, context: LogContext,
+                      wait: float) -> dict[str, Any]:
+        """Create a named restore point and make sure the log holding it is archived."""

@@ -279,6 +279,9 @@ class Restore(Base):
     target_cluster: Mapped[str] = mapped_column(String(128))
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     restore_time: Mapped[datetime | None]
+    target_dir: Mapped[str | None] = mapped_column(String(1024))
+    target: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")       # kind, value
+    stages: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")            # name, seconds, details
     phase: Mapped[str] = mapped_column(String(16), default=PHASE_NEW)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]

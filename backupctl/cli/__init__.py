@@ -16,7 +16,10 @@ from backupctl.errors import BackupctlError
 from backupctl.memory import tune_allocator
 
 # Modules that each define a click group or command named ``command``.
-COMMAND_MODULES = ["repo", "snapshot", "cluster", "policy", "backup", "catalog", "scheduler", "retention"]
+COMMAND_MODULES = ["repo", "snapshot", "cluster", "policy", "backup", "catalog", "scheduler", "retention", "wal",
+                   "restore"]
+# Top-level commands defined in a module under another name (the server calls these two).
+EXTRA_COMMANDS = {"wal-push": "backupctl.cli.wal:push_command", "wal-fetch": "backupctl.cli.wal:fetch_command"}
 
 
 class _Cli(LazyGroup):
@@ -30,7 +33,8 @@ class _Cli(LazyGroup):
             ctx.exit(exc.exit_code)
 
 
-@click.group(cls=_Cli, lazy_subcommands={name: f"backupctl.cli.{name}:command" for name in COMMAND_MODULES},
+@click.group(cls=_Cli, lazy_subcommands={**{name: f"backupctl.cli.{name}:command" for name in COMMAND_MODULES},
+                                **EXTRA_COMMANDS},
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="backupctl")
 def cli() -> None:

@@ -66,10 +66,18 @@ def list_(include_deleted: bool, org: str, as_json: bool) -> None:
 
 @command.command("show")
 @click.argument("name")
+@click.option("--archive-config", is_flag=True,
+              help="Print the server configuration lines that archive its logs into backupctl.")
 @org_option
 @json_option
-def show(name: str, org: str, as_json: bool) -> None:
+def show(name: str, archive_config: bool, org: str, as_json: bool) -> None:
     """Show one cluster."""
+    if archive_config:
+        from backupctl.services import archiving
+
+        with session_scope() as s:
+            click.echo(archiving.archive_config(s, name, org))
+        return
     with session_scope() as s:
         data = service.cluster_to_dict(service.get_cluster(s, name, org))
     print_json(data) if as_json else print_fields(data)

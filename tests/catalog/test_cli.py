@@ -151,7 +151,7 @@ def test_repo_add_and_list(run, tmp_path) -> None:
 
 def test_catalog_info_reports_the_head_revision(run, backupctl_env) -> None:
     info = json.loads(run("catalog", "info", "--json").stdout)
-    assert info["revision"] == info["head"] == "0002"
+    assert info["revision"] == info["head"] == "0003"
     assert info["url"] == f"sqlite:///{backupctl_env / 'catalog.db'}"
 
 

@@ -66,7 +66,7 @@ def test_migration_files_are_found_from_the_package_not_the_working_directory(tm
     monkeypatch.chdir(tmp_path)
     assert db.MIGRATIONS_DIR.is_absolute()
     assert (db.MIGRATIONS_DIR / "env.py").exists()
-    assert db.head_revision() == "0002"
+    assert db.head_revision() == "0003"
 
 
 def test_0002_upgrades_a_0001_catalogue_in_place(catalog_url: str) -> None:
@@ -97,7 +97,7 @@ def test_0002_upgrades_a_0001_catalogue_in_place(catalog_url: str) -> None:
                               "owner VARCHAR(255) NOT NULL, acquired_at FLOAT NOT NULL, expires_at FLOAT NOT NULL)"))
             conn.execute(text("INSERT INTO scheduler_leases VALUES ('k', 'old-owner', 1.0, 2.0)"))
         db.migrate(engine)
-        assert db.current_revision(engine) == "0002"
+        assert db.current_revision(engine) == "0003"
         with engine.connect() as conn:
             assert conn.execute(text("SELECT backup_method, backup_type FROM backup_schedules")).all() == \
                 [("volume", "full")]

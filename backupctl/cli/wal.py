@@ -1,0 +1,96 @@
+"""``backupctl wal-push``, ``wal-fetch`` (the server's archive_command and restore_command) and
+``backupctl wal status|restore-point``.
+
+``wal-fetch`` exit status, as restore_command must answer: 0 when the file was written, 1 when
+the archive does not hold it (recovery then ends normally), and 126 for any other failure
+(repository unreachable, wrong password): above 125, PostgreSQL aborts recovery instead of
+taking the failure for the end of the archive and promoting too early.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from backupctl.catalog.db import session_scope
+from backupctl.cli.catalog_options import org_option, print_fields, print_table
+from backupctl.cli.common import json_option, print_json
+from backupctl.errors import BackupctlError
+from backupctl.services import archiving as service
+
+FETCH_MISSING, FETCH_FAILED = 1, 126
+
+
+@click.command("wal-push")
+@click.option("--cluster", required=True, help="The registered cluster whose WAL this is.")
+@click.argument("path", metavar="PATH")
+@org_option
+def push_command(cluster: str, path: str, org: str) -> None:
+    """Archive WAL file PATH (archive_command: backupctl wal-push --cluster NAME %p)."""
+    with session_scope() as s:
+        service.push(s, cluster, path, org)
+
+
+@click.command("wal-fetch")
+@click.option("--cluster", required=True, help="The registered cluster whose archive to read.")
+@click.argument("name", metavar="FILE")
+@click.argument("dest", metavar="PATH")
+@org_option
+def fetch_command(cluster: str, name: str, dest: str, org: str) -> None:
+    """Write archived WAL file FILE to PATH (restore_command: backupctl wal-fetch --cluster NAME %f %p)."""
+    try:
+        with session_scope() as s:
+            found = service.fetch(s, cluster, name, dest, org)
+    except BackupctlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(FETCH_FAILED)
+    if not found:
+        click.echo(f"{name} is not in the archive of cluster {cluster}", err=True)
+        sys.exit(FETCH_MISSING)
+
+
+@click.group("wal")
+def command() -> None:
+    """The WAL archive of a cluster: status and restore points."""
+
+
+@command.command("status")
+@click.option("--cluster", required=True)
+@org_option
+@json_option
+def status(cluster: str, org: str, as_json: bool) -> None:
+    """Archived range per timeline, gaps, and the archive lag (the RPO right now)."""
+    with session_scope() as s:
+        data = service.status(s, cluster, org)
+    if as_json:
+        print_json(data)
+        return
+    print_table(["TIMELINE", "FIRST", "LAST", "SEGMENTS", "MISSING", "ARCHIVED TO", "LAST ARCHIVED"],
+                [(tl, t["first"], t["last"], t["segments"], t["missing_count"], t["archived_to_lsn"],
+                  t["last_archived_at"]) for tl, t in data["timelines"].items()], empty="no WAL archived")
+    lag = data.get("lag_seconds")
+    click.echo(f"lag: {'-' if lag is None else f'{lag:.1f} s'} since the last archived file"
+               + (f", {data['lag_bytes']} bytes of WAL not archived (current LSN {data['current_lsn']})"
+                  if data.get("lag_bytes") is not None else ""))
+    if data["archiver"].get("server") != "reachable":
+        click.echo(f"server: {data['archiver'].get('server')}")
+
+
+@command.command("restore-point")
+@click.argument("name")
+@click.option("--cluster", required=True)
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for the segment to be archived.")
+@org_option
+@json_option
+def restore_point(name: str, cluster: str, wait: float, org: str, as_json: bool) -> None:
+    """Create restore point NAME on the cluster and archive the WAL segment holding it."""
+    with session_scope() as s:
+        data = service.restore_point(s, cluster, name, org, wait)
+    if as_json:
+        print_json(data)
+    else:
+        print_fields(data)
+    if not data.get("archived"):
+        raise BackupctlError(f"restore point {name} was created at {data['lsn']} but segment {data['segment']} was "
+                             f"not archived within {wait:.0f} s", "check archive_command and 'backupctl wal status'")

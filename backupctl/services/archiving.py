@@ -1,0 +1,95 @@
+"""Continuous log archiving (PostgreSQL WAL, ...) for registered clusters, through their engine's plugin.
+
+The database server itself calls backupctl (``archive_command``/``restore_command``): these
+functions find the cluster in the catalogue, its repository, and the plugin that archives
+its engine's logs, and hand them a ``LogContext``: a state directory under
+``$BACKUPCTL_HOME/archive/ORG/CLUSTER`` and the exact command the server runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backupctl.catalog.db import backupctl_home
+from backupctl.catalog.models import Cluster
+from backupctl.errors import UsageError
+from backupctl.repository import Repository
+from backupctl.services.backups import resolve_repository
+from backupctl.services.clusters import get_cluster, target_of
+from backupctl.services.repositories import open_repository
+from engine_tools import registry
+from engine_tools.base import Capability, LogArchiver, LogContext
+
+# Variables the server's archive/restore commands must see to reach the same catalogue.
+PASSED_ENV = ("BACKUPCTL_HOME",)
+
+
+def backupctl_command() -> str:
+    """How a database server runs this backupctl: absolute path, with the environment it needs."""
+    exe = os.path.join(os.path.dirname(sys.executable), "backupctl")
+    if not os.access(exe, os.X_OK):
+        exe = shutil.which("backupctl") or "backupctl"
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in PASSED_ENV if os.environ.get(k)]
+    url = os.environ.get("BACKUPCTL_DATABASE_URL")
+    if url and ":" not in url.split("://", 1)[-1].split("@", 1)[0]:   # never put a password in the server config
+        env.append(f"BACKUPCTL_DATABASE_URL={shlex.quote(url)}")
+    return " ".join((["env", *env] if env else []) + [shlex.quote(exe)])
+
+
+def archiver_of(cluster: Cluster) -> tuple[LogArchiver, str]:
+    for r in registry.methods_for(cluster.engine):
+        if r.spec.can(Capability.CONTINUOUS) and isinstance(r.tool, LogArchiver):
+            return r.tool, r.spec.name
+    raise UsageError(f"no installed engine tool archives the logs of {cluster.engine} clusters",
+                     "install an engine tool plugin with continuous backup for this engine")
+
+
+def context_for(cluster_name: str, org: str) -> LogContext:
+    state = backupctl_home() / "archive" / org / cluster_name
+    return LogContext(cluster=cluster_name, org=org, state_dir=str(state), command=backupctl_command(),
+                      tags=[f"cluster={cluster_name}"])
+
+
+def _open(session: Session, cluster: str, org: str | None) -> tuple[Cluster, LogArchiver, Repository, LogContext]:
+    c = get_cluster(session, cluster, org)
+    tool, method = archiver_of(c)
+    row = resolve_repository(session, c, method, None)
+    repo = open_repository(row)
+    return c, tool, repo, context_for(c.name, c.organisation.name)
+
+
+def push(session: Session, cluster: str, path: str, org: str | None = None) -> dict[str, Any]:
+    c, tool, repo, ctx = _open(session, cluster, org)
+    with repo:
+        return tool.push_log(repo, target_of(c), path, ctx)
+
+
+def fetch(session: Session, cluster: str, name: str, dest: str, org: str | None = None) -> bool:
+    c, tool, repo, ctx = _open(session, cluster, org)
+    with repo:
+        return tool.fetch_log(repo, target_of(c), name, dest, ctx)
+
+
+def status(session: Session, cluster: str, org: str | None = None) -> dict[str, Any]:
+    c, tool, repo, ctx = _open(session, cluster, org)
+    with repo:
+        return {"cluster": c.name, **tool.log_status(repo, target_of(c), ctx)}
+
+
+def restore_point(session: Session, cluster: str, name: str, org: str | None = None,
+                  wait: float = 60) -> dict[str, Any]:
+    c, tool, repo, ctx = _open(session, cluster, org)
+    with repo:
+        return tool.restore_point(repo, target_of(c), name, ctx, wait)
+
+
+def archive_config(session: Session, cluster: str, org: str | None = None) -> str:
+    c = get_cluster(session, cluster, org)
+    tool, _ = archiver_of(c)
+    return tool.archive_config(target_of(c), context_for(c.name, c.organisation.name))

@@ -1,0 +1,143 @@
+"""Full physical backup: the non-exclusive backup API, with the data files read directly.
+
+``pg_backup_start`` and ``pg_backup_stop`` run on one held connection (closing it aborts
+the backup); between them the data directory is stored with ``backup_paths``, leaving out
+what pg_basebackup leaves out (WAL, the postmaster's files, replication slots, runtime
+directories). The files are copied while the server writes them: the WAL from the start
+LSN to the stop LSN, archived by ``archive_command``, makes them consistent at restore.
+
+Two snapshots make one backup: the data files (metadata ``postgresql.part = "data"``, no
+catalogue keys), then, once ``pg_backup_stop`` returned, the ``backup_label`` with every
+position and the catalogue keys. The second is the commit point: a backup whose source
+crashed, or whose ``pg_backup_stop`` failed, has no label snapshot and is never usable.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+
+from backupctl.catalog.manifest import K_POSITIONS, K_RESTORABLE_FROM, K_RESTORABLE_TO
+from backupctl.errors import BackupctlError, UsageError
+from backupctl.repository import Repository
+from backupctl.repository.backup import backup_paths, backup_stream
+from engine_tools.base import BackupRequest, BackupResult, ClusterTarget
+from engine_tools.postgresql import lsn as L
+from engine_tools.postgresql.connect import check_backup_ready, connect
+from engine_tools.postgresql.wal import read_system_identifier
+
+ENGINE_KEY = "postgresql"          # snapshot metadata key of this plugin
+# Top-level entries of a data directory never copied (pg_basebackup's list); the directories are
+# recreated empty at restore.
+EXCLUDED = frozenset({"pg_wal", "pg_xlog", "postmaster.pid", "postmaster.opts", "pg_replslot", "pg_dynshmem",
+                      "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans", "backup_label",
+                      "backup_label.old", "tablespace_map", "tablespace_map.old", "recovery.signal",
+                      "standby.signal", "recovery.done", "backupctl-restore.log"})
+EMPTY_DIRS = ("pg_wal", "pg_wal/archive_status", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
+              "pg_snapshots", "pg_stat_tmp", "pg_subtrans", "pg_tblspc")
+STOP_TIMEOUT = int(os.environ.get("BACKUPCTL_PG_STOP_TIMEOUT", "600"))
+
+
+def local_data_dir(conn: psycopg.Connection, cluster: ClusterTarget, server_dir: str) -> str:
+    """The data directory as seen from this host, checked to be the server's own (same system identifier)."""
+    path = cluster.data_dir or server_dir
+    server_id = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    if not os.path.isdir(path):
+        raise UsageError(f"the data directory {path} of cluster {cluster.name} is not on this host; the physical "
+                         "method reads the data files directly",
+                         "run backupctl on the database host, or register the cluster with --data-dir set to the "
+                         "local path of its data directory")
+    if not os.access(os.path.join(path, "global"), os.R_OK | os.X_OK):
+        raise UsageError(f"cannot read the data directory {path} of cluster {cluster.name}",
+                         "run backupctl as the database's OS user (e.g. postgres) or as root")
+    local_id = read_system_identifier(path)
+    if local_id != server_id:
+        raise UsageError(f"{path} is not the data directory of cluster {cluster.name} (system identifier "
+                         f"{local_id} here, {server_id} on the server)",
+                         "register the cluster with --data-dir set to the local path of its data directory")
+    return path
+
+
+def _server_now(conn: psycopg.Connection) -> datetime:
+    return conn.execute("SELECT clock_timestamp()").fetchone()[0].astimezone(timezone.utc)
+
+
+def parse_backup_label(label: str) -> dict[str, str]:
+    out = {}
+    for line in label.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> BackupResult:
+    cluster = request.cluster
+    conn = connect(cluster)
+    try:
+        s = check_backup_ready(conn, cluster, archive_hint)
+        data_dir = local_data_dir(conn, cluster, s["data_directory"])
+        spaces = conn.execute("SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"
+                              ).fetchall()
+        if spaces:
+            raise UsageError(f"cluster {cluster.name} has tablespaces ({', '.join(r[0] for r in spaces)}), which the "
+                             "physical method does not back up yet", "use the volume method on a frozen volume")
+        label_name = f"backupctl {request.metadata.get('backup') or cluster.name}"[:100]
+        start_time = _server_now(conn)
+        try:
+            start_lsn = conn.execute("SELECT pg_backup_start(%s, true)::text", [label_name]).fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege:
+            raise BackupctlError(f"user {cluster.user or '(default)'} may not take backups of cluster {cluster.name}",
+                                 "connect as a superuser, or GRANT EXECUTE ON FUNCTION pg_backup_start, "
+                                 "pg_backup_stop TO the user") from None
+        tags = list(request.tags)
+        entries = [os.path.join(data_dir, n) for n in sorted(os.listdir(data_dir)) if n not in EXCLUDED]
+        data = backup_paths(repo, entries, tags=[*tags, "pg-data"], parent=None, progress=request.progress,
+                            metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
+                                                   "backup": request.metadata.get("backup")}})
+        bad = [w for w in data.summary.get("warnings", []) if "No such file" not in w]
+        if bad:
+            raise BackupctlError(f"could not read every file of {data_dir}: {bad[0]}",
+                                 "run backupctl as the database's OS user (e.g. postgres) or as root")
+        conn.execute(f"SET statement_timeout = '{STOP_TIMEOUT}s'")
+        try:
+            stop_lsn, label, space_map = conn.execute(
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)").fetchone()
+        except psycopg.errors.QueryCanceled:
+            failed = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+            raise BackupctlError(f"the WAL needed by the backup of {cluster.name} was not archived within "
+                                 f"{STOP_TIMEOUT} s (last failure: {failed[0]} at {failed[1]})",
+                                 "check archive_command and the server log; see 'backupctl wal status'") from None
+        stop_time = _server_now(conn)
+    except psycopg.OperationalError as exc:
+        raise BackupctlError(f"the connection to cluster {cluster.name} broke during the backup: "
+                             f"{' '.join(str(exc).split())}", "the backup is not usable; take it again") from None
+    finally:
+        conn.close()
+    fields = parse_backup_label(label)
+    timeline = int(fields.get("START TIMELINE", "1"))
+    segment_size = int(s["wal_segment_size"]) if int(s["wal_segment_size"]) > 1 << 16 \
+        else int(s["wal_segment_size"]) * 8192          # older servers report it in 8 KiB blocks
+    positions: dict[str, Any] = {
+        "start_lsn": start_lsn, "stop_lsn": stop_lsn, "timeline": timeline,
+        "start_time": start_time.isoformat(), "stop_time": stop_time.isoformat(),
+        "start_wal_file": L.segment_name(timeline, L.segment_of(L.parse_lsn(start_lsn), segment_size), segment_size),
+        "stop_wal_file": L.segment_name(timeline, L.segment_of(L.parse_lsn(stop_lsn) - 1, segment_size), segment_size),
+        "segment_size": segment_size, "server_version_num": int(s["server_version_num"]),
+        "system_identifier": read_system_identifier(data_dir), "data_snapshot": data.id,
+    }
+    metadata = dict(request.metadata)
+    metadata[K_POSITIONS] = positions
+    metadata[K_RESTORABLE_FROM] = metadata[K_RESTORABLE_TO] = stop_time.isoformat()
+    metadata[ENGINE_KEY] = {"part": "label", "data_snapshot": data.id, "tablespace_map": space_map or "",
+                            "entries": [os.path.basename(e) for e in entries]}
+    snap = backup_stream(repo, io.BytesIO(label.encode()), "backup_label", tags=[*tags, "pg-label"], metadata=metadata)
+    summary = data.summary or {}
+    return BackupResult(snapshot_ids=[data.id, snap.id],
+                        logical_size=int(summary.get("bytes_total", 0) or 0),
+                        bytes_added=int(summary.get("bytes_added", 0) or 0) + int(snap.summary.get("bytes_added", 0)),
+                        positions=positions, restorable_from=stop_time, restorable_to=stop_time)

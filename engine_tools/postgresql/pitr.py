@@ -1,0 +1,105 @@
+"""The restorable window of a base backup given the archived WAL, and checking a recovery target against it.
+
+The window opens when the base backup became consistent (its stop time and stop LSN) and
+closes at the last WAL segment archived without a gap after the backup's start segment,
+on the backup's timeline. A segment missing before the backup is consistent makes the
+backup unrestorable; one missing later closes the window early. Both are named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from backupctl.errors import BackupctlError, UsageError
+from engine_tools.postgresql import lsn as L
+from engine_tools.postgresql.wal import Listing
+
+
+@dataclass
+class Window:
+    start_time: datetime
+    end_time: datetime
+    start_lsn: int                 # consistent from here (the backup's stop LSN)
+    end_lsn: int                   # end of the last archived segment without a gap
+    timeline: int
+    first_missing: str | None      # the segment after the end, that the archive does not hold
+
+    def describe(self) -> str:
+        return (f"{self.start_time.isoformat()} to {self.end_time.isoformat()} "
+                f"(LSN {L.format_lsn(self.start_lsn)} to {L.format_lsn(self.end_lsn)}, timeline {self.timeline})")
+
+
+@dataclass
+class Target:
+    """What to recover to; at most one of time, lsn, xid, name; none means the end of the archive."""
+
+    time: datetime | None = None
+    lsn: str | None = None
+    xid: str | None = None
+    name: str | None = None
+
+    def kind(self) -> str | None:
+        for k in ("time", "lsn", "xid", "name"):
+            if getattr(self, k) is not None:
+                return k
+        return None
+
+
+def window(positions: dict[str, Any], listing: Listing, *, cluster: str) -> Window:
+    size = int(positions["segment_size"])
+    tl = int(positions["timeline"])
+    start_seg = L.segment_of(L.parse_lsn(positions["start_lsn"]), size)
+    stop_lsn = L.parse_lsn(positions["stop_lsn"])
+    stop_seg = L.segment_of(stop_lsn - 1, size)
+    seg = start_seg
+    last = None
+    while True:
+        name = L.segment_name(tl, seg, size)
+        entry = listing.files.get(name)
+        if entry is None:
+            break
+        last = entry
+        seg += 1
+    missing = L.segment_name(tl, seg, size)
+    if seg <= stop_seg:
+        raise BackupctlError(f"WAL segment {missing} of cluster {cluster}, needed to make the base backup consistent, "
+                             "is not in the archive",
+                             "check archive_command and 'backupctl wal status'; take a new full backup once "
+                             "archiving works")
+    stop_time = datetime.fromisoformat(positions["stop_time"])
+    end_time = max(datetime.fromisoformat(last.time), stop_time) if last else stop_time
+    return Window(stop_time, end_time, stop_lsn, seg * size, tl, missing)
+
+
+def check_target(target: Target, w: Window, listing: Listing, *, cluster: str) -> None:
+    """Refuse a target outside the window, saying what the window is."""
+    kind = target.kind()
+    gap = f"; WAL segment {w.first_missing} is the first one not archived" if w.first_missing else ""
+    if kind == "time":
+        t = target.time
+        if t < w.start_time or t > w.end_time:
+            raise UsageError(f"restore time {t.isoformat()} is outside the restorable window of this backup of "
+                             f"cluster {cluster}: {w.describe()}{gap}",
+                             "choose a time inside the window, or another backup")
+    elif kind == "lsn":
+        value = L.parse_lsn(target.lsn)
+        if value < w.start_lsn or value > w.end_lsn:
+            raise UsageError(f"target LSN {target.lsn} is outside the restorable window of this backup of cluster "
+                             f"{cluster}: {w.describe()}{gap}", "choose an LSN inside the window, or another backup")
+    elif kind == "name":
+        rp = listing.restore_points.get(target.name)
+        if rp is None:
+            known = ", ".join(sorted(listing.restore_points)) or "none"
+            raise UsageError(f"no restore point named {target.name!r} in the archive of cluster {cluster} "
+                             f"(known: {known})", "create one with 'backupctl wal restore-point NAME --cluster "
+                             f"{cluster}'")
+        value = L.parse_lsn(rp.lsn)
+        if value < w.start_lsn or value > w.end_lsn or rp.timeline != w.timeline:
+            raise UsageError(f"restore point {target.name} (LSN {rp.lsn}) is outside the restorable window of this "
+                             f"backup of cluster {cluster}: {w.describe()}{gap}",
+                             "choose a restore point inside the window, or another backup")
+    elif kind == "xid":
+        if not target.xid.isdigit():
+            raise UsageError(f"invalid transaction id {target.xid!r}", "give a transaction id as a number")

@@ -1,0 +1,280 @@
+"""Restore of a physical backup, as stages: prepare data, configure recovery, start, replay and promote.
+
+Each stage is callable on its own (the operator drives them one by one; the CLI runs them
+in a row and records each one's duration, the RTO). Everything that can be checked without
+touching the target (the backup is complete, the WAL it needs is archived, the recovery
+target lies inside the restorable window) is checked when the stages are built.
+
+The restored server fetches WAL with ``restore_command = 'backupctl wal-fetch --cluster
+SOURCE %f %p'`` and has ``archive_mode = off``: a copy never archives into its source's archive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any
+
+from backupctl.catalog.manifest import K_CLUSTER, K_ORG, K_POSITIONS
+from backupctl.errors import BackupctlError, NotFoundError, UsageError
+from backupctl.repository import Repository, Snapshot
+from backupctl.repository.restore import restore_snapshot, restore_stream
+from engine_tools.base import RestoreRequest, RestoreStage
+from engine_tools.postgresql import server
+from engine_tools.postgresql.backup import EMPTY_DIRS, ENGINE_KEY
+from engine_tools.postgresql.pitr import Target, Window, check_target, window
+from engine_tools.postgresql.wal import refresh_listing
+
+LOG_NAME = "backupctl-restore.log"
+REPLAY_TIMEOUT = float(os.environ.get("BACKUPCTL_PG_REPLAY_TIMEOUT", "3600"))
+_NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+@dataclass
+class RestorePlan:
+    repo: Repository
+    request: RestoreRequest
+    label: Snapshot
+    data: Snapshot
+    positions: dict[str, Any]
+    target: Target
+    window: Window | None
+    source_cluster: str
+    source_org: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_dir(self) -> str:
+        return os.path.abspath(self.request.target_dir)
+
+    @property
+    def bindir(self) -> str:
+        major = int(self.positions.get("server_version_num", 0)) // 10000 or None
+        return server.find_bindir(major)
+
+    # -- stage 1 -----------------------------------------------------------------------------
+    def prepare_data(self) -> dict[str, Any]:
+        """Restore the data files and the backup_label into the target directory."""
+        target = self.target_dir
+        force = self.request.force
+        if os.path.isdir(target) and os.listdir(target):
+            if not force:
+                raise UsageError(f"the target directory {target} is not empty",
+                                 "choose a new or empty directory, or pass --force to replace its contents")
+            if os.path.exists(os.path.join(target, "postmaster.pid")) and server.is_running(self.bindir, target):
+                raise UsageError(f"a PostgreSQL server is running on {target}", "stop it before restoring over it")
+            for name in os.listdir(target):
+                p = os.path.join(target, name)
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+        summary = restore_snapshot(self.repo, self.data, target, overwrite=force, progress=self.request.progress)
+        with open(os.path.join(target, "backup_label"), "wb") as f:
+            restore_stream(self.repo, self.label, f, name="backup_label")
+        space_map = (self.label.metadata.get(ENGINE_KEY) or {}).get("tablespace_map") or ""
+        if space_map:
+            with open(os.path.join(target, "tablespace_map"), "w") as f:
+                f.write(space_map)
+        for d in EMPTY_DIRS:
+            os.makedirs(os.path.join(target, d), exist_ok=True)
+        for dirpath, dirs, files in os.walk(target):      # temporary files and relcache init files are never needed
+            for d in [d for d in dirs if d.startswith("pgsql_tmp")]:
+                shutil.rmtree(os.path.join(dirpath, d), ignore_errors=True)
+                dirs.remove(d)
+            for name in files:
+                if name == "pg_internal.init" or name.startswith("pgsql_tmp"):
+                    os.unlink(os.path.join(dirpath, name))
+        self._own(target)
+        return {"bytes": summary.bytes, "files": summary.files, "target_dir": target}
+
+    def _own(self, target: str) -> None:
+        """The target as PostgreSQL wants it: mode 0700, everything owned by the data files' owner."""
+        os.chmod(target, 0o700)
+        if os.geteuid() != 0:
+            return
+        st = os.stat(os.path.join(target, "global", "pg_control"))
+        for dirpath, dirs, files in os.walk(target):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(dirpath, name), st.st_uid, st.st_gid)
+        os.chown(target, st.st_uid, st.st_gid)
+
+    # -- stage 2 -----------------------------------------------------------------------------
+    def configure_recovery(self, with_target: bool = True) -> dict[str, Any]:
+        """Write the recovery settings into postgresql.auto.conf and create recovery.signal."""
+        ctx = self.request.log_context
+        if ctx is None:
+            raise BackupctlError("no WAL archive was given to this restore", "restore through 'backupctl restore create'")
+        fetch = f"{ctx.command} wal-fetch --org {ctx.org} --cluster {self.source_cluster} %f %p"
+        lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'",
+                 "archive_mode = 'off'"]
+        t = self.target
+        if with_target:
+            if t.time is not None:
+                lines.append(f"recovery_target_time = '{t.time.astimezone(timezone.utc).isoformat()}'")
+            elif t.lsn is not None:
+                lines.append(f"recovery_target_lsn = '{t.lsn}'")
+            elif t.xid is not None:
+                lines.append(f"recovery_target_xid = '{t.xid}'")
+            elif t.name is not None:
+                lines.append(f"recovery_target_name = '{_quote(t.name)}'")
+        if self.request.port:
+            lines.append(f"port = {int(self.request.port)}")
+        auto = os.path.join(self.target_dir, "postgresql.auto.conf")
+        with open(auto, "a") as f:
+            f.write("\n# written by backupctl restore: recovery settings\n" + "\n".join(lines) + "\n")
+        signal = os.path.join(self.target_dir, "recovery.signal")
+        open(signal, "w").close()
+        self._own_files(auto, signal)
+        return {"settings": lines}
+
+    def _own_files(self, *paths: str) -> None:
+        if os.geteuid() == 0:
+            st = os.stat(self.target_dir)
+            for p in paths:
+                os.chown(p, st.st_uid, st.st_gid)
+
+    # -- stage 3 -----------------------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        """Start the server on the restored data directory; recovery begins."""
+        log = os.path.join(self.target_dir, LOG_NAME)
+        server.run(self.target_dir, [os.path.join(self.bindir, "pg_ctl"), "start", "-W", "-D", self.target_dir,
+                                     "-l", log], timeout=60)
+        return {"log": log}
+
+    # -- stage 4 -----------------------------------------------------------------------------
+    def replay(self) -> dict[str, Any]:
+        """Wait until recovery reached its target and the server was promoted (a new timeline)."""
+        try:
+            return self._wait_promoted()
+        except _TargetNotReached:
+            if self.target.kind() != "time":
+                raise BackupctlError(f"recovery ended before reaching the target {self.target.kind()} "
+                                     f"{getattr(self.target, self.target.kind())}",
+                                     f"the archive ends before it; see {self._log()} and 'backupctl wal status'") \
+                    from None
+            # No commit after the target time was archived: every archived transaction is before it,
+            # so the state at that time is the end of the archive.
+            self._remove_target()
+            self.start()
+            out = self._wait_promoted()
+            out["note"] = "no transaction after the target time is archived: recovered to the end of the archive"
+            return out
+
+    def _log(self) -> str:
+        return os.path.join(self.target_dir, LOG_NAME)
+
+    def _log_lines(self) -> list[str]:
+        try:
+            with open(self._log(), errors="replace") as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def _wait_promoted(self) -> dict[str, Any]:
+        deadline = time.monotonic() + REPLAY_TIMEOUT
+        pid_file = os.path.join(self.target_dir, "postmaster.pid")
+        signal = os.path.join(self.target_dir, "recovery.signal")
+        seen_running, grace = False, time.monotonic() + 15
+        while True:
+            # pg_control, copied from a running server, says "in production" from the start: the
+            # promotion is over once recovery.signal is gone (the startup process removes it last)
+            if not os.path.exists(signal):
+                state = server.controldata(self.bindir, self.target_dir)
+                if state.get("Database cluster state") == "in production":
+                    return self._reached(state)
+            if os.path.exists(pid_file):
+                seen_running = True
+            if (seen_running or time.monotonic() > grace) and not os.path.exists(pid_file) \
+                    and not server.is_running(self.bindir, self.target_dir):
+                lines = self._log_lines()
+                if any(_NOT_REACHED in line for line in lines[-20:]):
+                    raise _TargetNotReached()
+                fatal = [line for line in lines if "FATAL" in line or "PANIC" in line]
+                missing = [line for line in lines if "could not" in line and "WAL" in line]
+                raise BackupctlError(f"the restored server stopped during recovery: "
+                                     f"{(fatal or missing or lines or ['no log'])[-1].strip()}",
+                                     f"see {self._log()}")
+            if time.monotonic() > deadline:
+                raise BackupctlError(f"recovery did not finish within {REPLAY_TIMEOUT:.0f} s",
+                                     f"see {self._log()}; raise BACKUPCTL_PG_REPLAY_TIMEOUT for large restores")
+            time.sleep(0.2)
+
+    def _reached(self, state: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for line in self._log_lines():
+            for key, marker in (("stopped", "recovery stopping"), ("redo_done", "redo done at"),
+                                ("consistent", "consistent recovery state reached"),
+                                ("timeline", "selected new timeline ID")):
+                if marker in line:
+                    out[key] = line.split("LOG:", 1)[-1].strip()
+        return out
+
+    def _remove_target(self) -> None:
+        auto = os.path.join(self.target_dir, "postgresql.auto.conf")
+        with open(auto) as f:
+            kept = [line for line in f if not line.startswith("recovery_target_time")]
+        with open(auto, "w") as f:
+            f.writelines(kept)
+        signal = os.path.join(self.target_dir, "recovery.signal")
+        if not os.path.exists(signal):
+            open(signal, "w").close()
+            self._own_files(signal)
+
+
+class _TargetNotReached(Exception):
+    pass
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _find(repo: Repository, ids: list[str]) -> tuple[Snapshot, Snapshot]:
+    snaps = []
+    for sid in ids:
+        try:
+            snaps.append(repo.find_snapshot(sid))
+        except NotFoundError:
+            raise NotFoundError(f"snapshot {sid[:8]} of the backup is not in the repository",
+                                "the backup was deleted from the repository; choose another one") from None
+    label = next((s for s in snaps if (s.metadata.get(ENGINE_KEY) or {}).get("part") == "label"), None)
+    if label is None:
+        raise BackupctlError("the backup has no backup_label snapshot: it never completed", "choose another backup")
+    data_id = label.metadata[ENGINE_KEY]["data_snapshot"]
+    data = next((s for s in snaps if s.id == data_id), None) or repo.find_snapshot(data_id)
+    return label, data
+
+
+def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
+    """Check the backup, the archive and the target; nothing on disk changes."""
+    if len(request.snapshot_ids) < 2:
+        raise BackupctlError("a physical PostgreSQL backup is a data and a label snapshot; got fewer",
+                             "choose a completed backup")
+    label, data = _find(repo, request.snapshot_ids)
+    positions = label.metadata.get(K_POSITIONS) or {}
+    source = label.metadata.get(K_CLUSTER) or ""
+    org = label.metadata.get(K_ORG) or "default"
+    target = Target(time=request.restore_time, lsn=request.target_position, xid=request.target_transaction,
+                    name=request.target_name)
+    chosen = [k for k in ("time", "lsn", "xid", "name") if getattr(target, k) is not None]
+    if len(chosen) > 1:
+        raise UsageError(f"give one recovery target, not {' and '.join(chosen)}",
+                         "use one of --restore-time, --target-lsn, --target-xid, --target-name")
+    w = None
+    if request.log_context is not None:
+        listing = refresh_listing(repo, request.log_context.state_dir, source, org)
+        w = window(positions, listing, cluster=source)
+        check_target(target, w, listing, cluster=source)
+    elif target.kind():
+        raise UsageError("a point-in-time restore needs the WAL archive of the source cluster",
+                         "restore through 'backupctl restore create'")
+    return RestorePlan(repo, request, label, data, positions, target, w, source, org)
+
+
+def stages(repo: Repository, request: RestoreRequest) -> list[RestoreStage]:
+    plan = plan_restore(repo, request)
+    out = [RestoreStage("prepare_data", plan.prepare_data), RestoreStage("configure_recovery", plan.configure_recovery)]
+    if request.start:
+        out += [RestoreStage("start", plan.start), RestoreStage("replay", plan.replay)]
+    return out

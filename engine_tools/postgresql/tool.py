@@ -1,0 +1,136 @@
+"""The ``postgresql`` engine tool plugin: physical full backups, WAL archiving, point-in-time restore.
+
+One file per idea: ``backup.py`` (full backup through the backup API), ``wal.py``
+(archive push/fetch/status), ``pitr.py`` (the restorable window), ``restore.py`` (the
+restore stages), ``connect.py``, ``server.py`` (pg_ctl and friends), ``lsn.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from backupctl.errors import BackupctlError, UsageError
+from backupctl.repository import Repository
+from engine_tools.base import (
+    BackupRequest,
+    BackupResult,
+    Capability,
+    ClusterTarget,
+    LogContext,
+    MethodSpec,
+    RestoreRequest,
+    RestoreStage,
+)
+from engine_tools.postgresql import lsn as L
+from engine_tools.postgresql import restore as restore_mod
+from engine_tools.postgresql import wal
+from engine_tools.postgresql.backup import full_backup
+from engine_tools.postgresql.connect import connect
+
+METHOD = "pg-physical"
+
+
+class PostgresTool:
+    name = "postgresql"
+    engines = ("postgresql",)
+    methods = (
+        MethodSpec(METHOD, frozenset({Capability.FULL, Capability.CONTINUOUS, Capability.PITR}), default=True,
+                   description="physical backup through the backup API with WAL archiving (point-in-time restore)"),
+    )
+
+    # -- backup ----------------------------------------------------------------------------
+    def check(self, cluster: ClusterTarget, method: str) -> None:
+        if method != METHOD:
+            raise UsageError(f"unknown method {method!r} for PostgreSQL", f"use {METHOD}")
+
+    def backup(self, repo: Repository, request: BackupRequest) -> BackupResult:
+        if request.type == "continuous":
+            raise UsageError("continuous backup of PostgreSQL is WAL archiving, run by the server itself",
+                             f"set archive_command: see 'backupctl cluster show {request.cluster.name} "
+                             "--archive-config'")
+        if request.type != "full":
+            raise UsageError(f"the {METHOD} method does not take {request.type} backups yet", "use --type full")
+        return full_backup(repo, request, self._hint(request.cluster))
+
+    @staticmethod
+    def _hint(cluster: ClusterTarget) -> str:
+        return (f"archive_mode = on, archive_command = 'backupctl wal-push --cluster {cluster.name} %p' "
+                f"(exact lines: 'backupctl cluster show {cluster.name} --archive-config')")
+
+    # -- restore ---------------------------------------------------------------------------
+    def restore_stages(self, repo: Repository, request: RestoreRequest) -> list[RestoreStage]:
+        return restore_mod.stages(repo, request)
+
+    def restore(self, repo: Repository, request: RestoreRequest) -> None:
+        for stage in self.restore_stages(repo, request):
+            stage.run()
+
+    # -- WAL archiving ----------------------------------------------------------------------
+    def archive_config(self, cluster: ClusterTarget, context: LogContext) -> str:
+        base = f"{context.command} wal-push --org {context.org} --cluster {cluster.name}"
+        fetch = f"{context.command} wal-fetch --org {context.org} --cluster {cluster.name}"
+        return "\n".join([
+            f"# WAL archiving of cluster {cluster.name} into its backupctl repository",
+            "wal_level = replica",
+            "archive_mode = on",
+            f"archive_command = '{base} %p'",
+            "archive_timeout = 60",
+            "# for a restore (backupctl restore create writes it itself):",
+            f"# restore_command = '{fetch} %f %p'",
+        ])
+
+    def push_log(self, repo: Repository, cluster: ClusterTarget, path: str, context: LogContext) -> dict[str, Any]:
+        r = wal.push(repo, path, cluster=cluster.name, org=context.org, state_dir=context.state_dir,
+                     tags=context.tags)
+        return {"file": r.name, "stored": r.stored, "from_spool": r.from_spool, "snapshot": r.snapshot}
+
+    def fetch_log(self, repo: Repository, cluster: ClusterTarget, name: str, dest: str, context: LogContext) -> bool:
+        return wal.fetch(repo, name, dest, cluster=cluster.name, org=context.org, state_dir=context.state_dir)
+
+    def log_status(self, repo: Repository, cluster: ClusterTarget, context: LogContext) -> dict[str, Any]:
+        listing = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org)
+        current = timeline = None
+        archiver: dict[str, Any] = {}
+        try:
+            conn = connect(cluster, timeout=5)
+        except BackupctlError as exc:
+            archiver["server"] = f"unreachable: {exc.message}"
+        else:
+            with conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    current = L.parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+                    timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+                row = conn.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
+                                   "last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+                archiver.update(server="reachable", archived_count=row[0], last_archived_wal=row[1],
+                                last_archived_time=row[2].isoformat() if row[2] else None, failed_count=row[3],
+                                last_failed_wal=row[4], last_failed_time=row[5].isoformat() if row[5] else None)
+        out = wal.status(listing, current_lsn=current, current_timeline=timeline)
+        out["archiver"] = archiver
+        return out
+
+    def restore_point(self, repo: Repository, cluster: ClusterTarget, name: str, context: LogContext,
+                      wait: float) -> dict[str, Any]:
+        if not name or len(name) >= 64:
+            raise UsageError(f"invalid restore point name {name!r}", "give 1 to 63 characters")
+        with connect(cluster) as conn:
+            lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()[0]
+            timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+            segment = conn.execute("SELECT pg_walfile_name(%s::pg_lsn)", [lsn]).fetchone()[0]
+            conn.execute("SELECT pg_switch_wal()")
+            wal.record_restore_point(repo, cluster=cluster.name, org=context.org, name=name, lsn=lsn,
+                                     timeline=timeline, state_dir=context.state_dir, tags=context.tags)
+            archived = self._wait_archived(conn, segment, wait)
+        return {"name": name, "lsn": lsn, "timeline": timeline, "segment": segment, "archived": archived}
+
+    @staticmethod
+    def _wait_archived(conn: Any, segment: str, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while True:
+            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            if last and L.is_segment(last) and last[8:] >= segment[8:] and last[:8] >= segment[:8]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)

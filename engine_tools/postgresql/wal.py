@@ -1,0 +1,337 @@
+"""WAL archiving into the repository: ``archive_command`` (push), ``restore_command`` (fetch), status.
+
+Layout in the repository: each push stores one snapshot holding one or more WAL files
+(segments, ``.history``, ``.backup``, ``.partial``) under their own names, tagged ``wal``
+and ``cluster=NAME``, with ``metadata["wal"]`` listing them (see ``ARCHIVE_KEY``).
+
+Keeping up with a busy server (pgBackRest's asynchronous archive-push idea, without a
+daemon): when PostgreSQL asks to archive segment N, the push also stores every other
+segment already waiting (``pg_wal/archive_status/*.ready``) in the same repository
+session, then leaves a marker per extra file in the spool (``state_dir/pushed``). When
+PostgreSQL asks for those files next, the marker answers "archived" at once. A marker is
+written only after the snapshot holding the file is committed, so a crash never makes an
+unarchived file look archived.
+
+Fetching is fast for a present file and, as important, for a missing one: recovery asks
+for files that do not exist (the next segment at the end of the archive, history files of
+future timelines) and must hear "no" quickly. Fetch keeps a local listing of the
+archive (``state_dir/listing-*.json``: snapshot id -> the WAL files it holds), and only
+reads the snapshots created since the last call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from backupctl.errors import BackupctlError, UsageError
+from backupctl.repository import Repository
+from backupctl.repository.backup import backup_paths, backup_stream
+from backupctl.repository.restore import restore_stream
+from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
+from engine_tools.postgresql import lsn as L
+
+ARCHIVE_KEY = "wal"          # snapshot metadata key: {"format", "cluster", "org", "files": [...], ...}
+FORMAT = 1
+MAX_BATCH_FILES = 64
+MAX_BATCH_BYTES = 1 << 30
+
+
+# -- the local state of one cluster's archiving ---------------------------------------------------
+@dataclass
+class ArchivedFile:
+    name: str
+    snapshot: str
+    time: str                      # when its snapshot was committed (UTC ISO 8601)
+    size: int = 0
+    system_identifier: str | None = None
+
+
+@dataclass
+class RestorePointRecord:
+    name: str
+    lsn: str
+    time: str
+    timeline: int
+    snapshot: str
+
+
+@dataclass
+class Listing:
+    """What the archive of one cluster holds, as far as the snapshots read so far say."""
+
+    files: dict[str, ArchivedFile] = field(default_factory=dict)
+    restore_points: dict[str, RestorePointRecord] = field(default_factory=dict)
+    segment_size: int | None = None
+
+    def segments(self, timeline: int | None = None) -> list[ArchivedFile]:
+        out = [f for n, f in self.files.items() if L.is_segment(n)]
+        if timeline is not None:
+            out = [f for f in out if L.timeline_of(f.name) == timeline]
+        return sorted(out, key=lambda f: f.name)
+
+
+def _listing_path(state_dir: str, repo: Repository) -> str:
+    return os.path.join(state_dir, f"listing-{repo.config.id[:16]}.json")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _describe(snap_meta: dict[str, Any], cluster: str, org: str) -> dict[str, Any] | None:
+    w = snap_meta.get(ARCHIVE_KEY) if isinstance(snap_meta, dict) else None
+    if not isinstance(w, dict) or w.get("cluster") != cluster or w.get("org", "default") != org:
+        return None
+    return w
+
+
+def refresh_listing(repo: Repository, state_dir: str, cluster: str, org: str) -> Listing:
+    """The archive's listing: the cached one, updated with the snapshots created since it was written."""
+    path = _listing_path(state_dir, repo)
+    try:
+        with open(path, "rb") as f:
+            cached = json.load(f)
+        if cached.get("cluster") != cluster or cached.get("org") != org:
+            cached = {}
+    except (OSError, ValueError):
+        cached = {}
+    seen: dict[str, Any] = cached.get("snapshots", {})
+    ids = set(list_snapshot_ids(repo.store))
+    new = sorted(ids - set(seen))
+    gone = set(seen) - ids
+    for sid in gone:
+        seen.pop(sid)
+    if new:
+        def load(sid: str) -> tuple[str, Any]:
+            try:
+                snap = load_snapshot(repo.store, repo.key, sid)
+            except FileNotFoundError:      # forgotten meanwhile
+                return sid, None
+            w = _describe(snap.metadata, cluster, org)
+            return sid, ({"time": snap.time, **w} if w else 0)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for sid, entry in pool.map(load, new):
+                if entry is not None:
+                    seen[sid] = entry
+    if new or gone:
+        try:
+            _atomic_write(path, json.dumps({"cluster": cluster, "org": org, "snapshots": seen}).encode())
+        except OSError:
+            pass                            # a read-only state directory only costs speed
+    return _listing_from(seen)
+
+
+def _listing_from(seen: dict[str, Any]) -> Listing:
+    listing = Listing()
+    for sid, entry in sorted(seen.items(), key=lambda kv: (kv[1]["time"] if kv[1] else "", kv[0])):
+        if not entry:
+            continue
+        for f in entry.get("files", []):        # later snapshots win: a re-pushed file
+            listing.files[f["name"]] = ArchivedFile(f["name"], sid, entry["time"], f.get("size", 0),
+                                                    entry.get("system_identifier"))
+        rp = entry.get("restore_point")
+        if rp:
+            listing.restore_points[rp["name"]] = RestorePointRecord(rp["name"], rp["lsn"], entry["time"],
+                                                                    rp["timeline"], sid)
+        if entry.get("segment_size"):
+            listing.segment_size = int(entry["segment_size"])
+    return listing
+
+
+# -- push ------------------------------------------------------------------------------------------------
+def read_system_identifier(data_dir: str) -> str | None:
+    """The cluster's system identifier, the first 8 bytes of global/pg_control."""
+    try:
+        with open(os.path.join(data_dir, "global", "pg_control"), "rb") as f:
+            return str(struct.unpack("<Q", f.read(8))[0])
+    except (OSError, struct.error):
+        return None
+
+
+@dataclass
+class PushResult:
+    name: str
+    stored: list[str]               # the files stored by this call (the asked one first), empty if spooled
+    from_spool: bool = False
+    snapshot: str | None = None
+
+
+def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str, tags: list[str],
+         batch: bool = True) -> PushResult:
+    """Archive the WAL file at ``path`` (``%p``: relative to the data directory, the working directory)."""
+    abspath = os.path.abspath(path)
+    name = os.path.basename(abspath)
+    if not L.is_wal_file(name):
+        raise UsageError(f"{path} is not a WAL file", "archive_command must pass %p")
+    if not os.path.isfile(abspath):
+        raise UsageError(f"WAL file {abspath} does not exist", "archive_command must pass %p, run from the data directory")
+    spool = os.path.join(state_dir, "pushed")
+    marker = os.path.join(spool, name)
+    if os.path.exists(marker):
+        if os.path.getsize(abspath) == _marker_size(marker):
+            os.unlink(marker)
+            return PushResult(name, [], from_spool=True)
+        os.unlink(marker)                  # same name, other content: store it again
+    files = [abspath]
+    if batch:
+        files += _waiting(os.path.dirname(abspath), name, spool)
+    pg_wal = os.path.dirname(abspath)
+    data_dir = os.path.dirname(pg_wal)
+    entries = [{"name": os.path.basename(f), "size": os.path.getsize(f)} for f in files]
+    segment_sizes = [e["size"] for e in entries if L.is_segment(e["name"])]
+    meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
+                          "system_identifier": read_system_identifier(data_dir),
+                          "segment_size": max(segment_sizes) if segment_sizes else None}}
+    snap = backup_paths(repo, files, tags=["wal", *tags], metadata=meta, parent=None)
+    if snap.summary.get("warning_count"):
+        raise BackupctlError(f"archiving {name} did not read every file: {snap.summary.get('warnings')}",
+                             "PostgreSQL will retry; check the permissions of pg_wal")
+    os.makedirs(spool, exist_ok=True)
+    for e in entries[1:]:
+        with open(os.path.join(spool, e["name"]), "w") as f:
+            f.write(str(e["size"]))
+    _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
+    return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
+
+
+def _marker_size(marker: str) -> int:
+    try:
+        with open(marker) as f:
+            return int(f.read().strip() or -1)
+    except (OSError, ValueError):
+        return -1
+
+
+def _waiting(pg_wal: str, asked: str, spool: str) -> list[str]:
+    """Other WAL files PostgreSQL has marked ready to archive, oldest first, within the batch limits."""
+    status = os.path.join(pg_wal, "archive_status")
+    try:
+        ready = sorted(n[:-len(".ready")] for n in os.listdir(status) if n.endswith(".ready"))
+    except OSError:
+        return []
+    out, total = [], 0
+    for n in ready:
+        if n == asked or not L.is_wal_file(n) or os.path.exists(os.path.join(spool, n)):
+            continue
+        p = os.path.join(pg_wal, n)
+        try:
+            size = os.path.getsize(p)
+        except OSError:
+            continue
+        if len(out) + 1 >= MAX_BATCH_FILES or total + size > MAX_BATCH_BYTES:
+            break
+        out.append(p)
+        total += size
+    return out
+
+
+def _remember(repo: Repository, state_dir: str, cluster: str, org: str, sid: str, when: str,
+              entry: dict[str, Any]) -> None:
+    """Add a snapshot this process wrote to the cached listing, saving the next fetch a read."""
+    path = _listing_path(state_dir, repo)
+    try:
+        with open(path, "rb") as f:
+            cached = json.load(f)
+        if cached.get("cluster") != cluster or cached.get("org") != org:
+            return
+        cached["snapshots"][sid] = {"time": when, **entry}
+        _atomic_write(path, json.dumps(cached).encode())
+    except (OSError, ValueError, KeyError):
+        pass                                # the next fetch reads it from the repository
+
+
+# -- fetch ----------------------------------------------------------------------------------------------
+def fetch(repo: Repository, name: str, dest: str, *, cluster: str, org: str, state_dir: str) -> bool:
+    """Write archived WAL file ``name`` to ``dest`` (``%f`` and ``%p``). False if the archive does not hold it."""
+    if not L.is_wal_file(name):
+        raise UsageError(f"{name!r} is not a WAL file name", "restore_command must pass %f %p")
+    listing = refresh_listing(repo, state_dir, cluster, org)
+    entry = listing.files.get(name)
+    if entry is None:
+        return False
+    snap = load_snapshot(repo.store, repo.key, entry.snapshot)
+    dest = os.path.abspath(dest)
+    tmp = f"{dest}.backupctl-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as out:
+            restore_stream(repo, snap, out, name=name)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+# -- restore points --------------------------------------------------------------------------------------
+def record_restore_point(repo: Repository, *, cluster: str, org: str, name: str, lsn: str, timeline: int,
+                         state_dir: str, tags: list[str]) -> str:
+    """Note a named restore point in the archive, so a restore can check the name and its place in the window."""
+    body = json.dumps({"name": name, "lsn": lsn, "timeline": timeline}).encode()
+    meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": [],
+                          "restore_point": {"name": name, "lsn": lsn, "timeline": timeline}}}
+    import io
+
+    snap = backup_stream(repo, io.BytesIO(body), "restore-point.json", tags=["wal", "restore-point", *tags],
+                         metadata=meta)
+    _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
+    return snap.id
+
+
+# -- status ----------------------------------------------------------------------------------------------
+def _end_of(segment: ArchivedFile, segment_size: int) -> int:
+    _, segno = L.parse_segment_name(segment.name, segment_size)
+    return (segno + 1) * segment_size
+
+
+def status(listing: Listing, *, current_lsn: int | None = None, current_timeline: int | None = None,
+           now: datetime | None = None) -> dict[str, Any]:
+    """The archived range per timeline, gaps, and the lag (time since the last archived file, LSN gap)."""
+    now = now or datetime.now(timezone.utc)
+    size = listing.segment_size or L.DEFAULT_SEGMENT_SIZE
+    timelines: dict[int, dict[str, Any]] = {}
+    for tl in sorted({L.timeline_of(f.name) for f in listing.segments()}):
+        segs = listing.segments(tl)
+        numbers = [L.parse_segment_name(s.name, size)[1] for s in segs]
+        present = set(numbers)
+        missing = [L.segment_name(tl, n, size) for n in range(numbers[0], numbers[-1] + 1) if n not in present]
+        last = max(segs, key=lambda s: s.time)
+        timelines[tl] = {"first": segs[0].name, "last": segs[-1].name, "segments": len(segs),
+                         "missing": missing[:100], "missing_count": len(missing),
+                         "archived_to_lsn": L.format_lsn(_end_of(segs[-1], size)), "last_archived_at": last.time}
+    last_time = max((f.time for f in listing.files.values()), default=None)
+    out: dict[str, Any] = {"timelines": timelines, "segment_size": size,
+                           "history_files": sorted(n for n in listing.files if L.HISTORY_RE.match(n)),
+                           "restore_points": sorted(listing.restore_points),
+                           "last_archived_at": last_time,
+                           "lag_seconds": round((now - datetime.fromisoformat(last_time)).total_seconds(), 3)
+                           if last_time else None}
+    if current_lsn is not None:
+        out["current_lsn"] = L.format_lsn(current_lsn)
+        tl = current_timeline if current_timeline in timelines else (max(timelines) if timelines else None)
+        if tl is not None:
+            archived = L.parse_lsn(timelines[tl]["archived_to_lsn"])
+            out["lag_bytes"] = max(0, current_lsn - archived)
+        else:
+            out["lag_bytes"] = None
+    return out

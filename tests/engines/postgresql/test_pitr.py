@@ -1,0 +1,174 @@
+"""Point-in-time restore of a real PostgreSQL 15 from a full backup and the archived WAL.
+
+The workload commits one row per transaction (id, committed_at), in batches; between
+batches the test notes the server's time and WAL position, or creates a named restore
+point. A restore to a target must hold every row committed before it and none after.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.engines.postgresql.conftest import drop_env, free_port, make_env, make_instance
+
+BATCH = 5
+
+
+def insert_batch(conn, first: int) -> list[int]:
+    ids = list(range(first, first + BATCH))
+    for i in ids:                                  # autocommit: one transaction per row
+        conn.execute("INSERT INTO t(id) VALUES (%s)", [i])
+    return ids
+
+
+def mark(conn) -> tuple[datetime, str]:
+    time.sleep(0.05)
+    at, lsn = conn.execute("SELECT clock_timestamp(), pg_current_wal_lsn()::text").fetchone()
+    time.sleep(0.05)
+    return at, lsn
+
+
+@pytest.fixture(scope="module")
+def world():
+    env = make_env()
+    src = make_instance(env, "src")
+    conn = src.connect()
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp())")
+    a = insert_batch(conn, 1)
+    backup = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+    b = insert_batch(conn, 6)
+    t1, _ = mark(conn)
+    c = insert_batch(conn, 11)
+    env.backupctl("wal", "restore-point", "rp1", "--cluster", "src")
+    d = insert_batch(conn, 16)
+    _, lsn2 = mark(conn)
+    e = insert_batch(conn, 21)
+    src.wait_archived(conn)
+    w = {"env": env, "src": src, "conn": conn, "backup": backup, "t1": t1, "lsn2": lsn2,
+         "before_t1": a + b, "before_rp1": a + b + c, "before_lsn2": a + b + c + d, "all": a + b + c + d + e}
+    yield w
+    conn.close()
+    src.stop()
+    drop_env(env)
+
+
+def restore(world, name: str, *args: str, check: bool = True):
+    env = world["env"]
+    port = free_port()
+    target = env.root / name
+    proc = env.backupctl("restore", "create", "--backup", world["backup"]["name"], "--target-dir", str(target),
+                         "--start", "--port", str(port), "--json", *args, user="root", check=check)
+    return proc, target, port
+
+
+def rows_of_restored(world, target, port) -> list[int]:
+    import psycopg
+
+    try:
+        with psycopg.connect(host=str(world["env"].sock), port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+            return [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")]
+    finally:
+        from tests.engines.postgresql.conftest import as_postgres, BINDIR
+
+        as_postgres([f"{BINDIR}/pg_ctl", "stop", "-D", str(target), "-m", "immediate", "-w"])
+
+
+def test_full_backup_records_positions_and_restorable_range(world):
+    b = world["backup"]
+    pos = b["positions"]
+    assert b["phase"] == "Completed" and b["method"] == "pg-physical" and len(b["snapshot_ids"]) == 2
+    assert pos["timeline"] == 1 and pos["segment_size"] == 1024 * 1024
+    for key in ("start_lsn", "stop_lsn", "start_time", "stop_time", "start_wal_file", "stop_wal_file"):
+        assert pos[key]
+    assert b["restorable_from"] == b["restorable_to"] == pos["stop_time"]
+
+
+def test_restore_to_latest_has_every_archived_row(world):
+    proc, target, port = restore(world, "latest")
+    data = json.loads(proc.stdout)
+    assert [s["name"] for s in data["stages"]] == ["prepare_data", "configure_recovery", "start", "replay"]
+    assert all(s["seconds"] >= 0 for s in data["stages"]) and data["rto_seconds"] > 0
+    assert rows_of_restored(world, target, port) == world["all"]
+
+
+def test_restore_to_a_time_has_exactly_the_rows_committed_before_it(world):
+    proc, target, port = restore(world, "at-time", "--restore-time", world["t1"].isoformat())
+    assert rows_of_restored(world, target, port) == world["before_t1"]
+
+
+def test_restore_to_an_lsn_has_exactly_the_rows_committed_before_it(world):
+    proc, target, port = restore(world, "at-lsn", "--target-lsn", world["lsn2"])
+    assert rows_of_restored(world, target, port) == world["before_lsn2"]
+
+
+def test_restore_to_a_named_restore_point(world):
+    proc, target, port = restore(world, "at-name", "--target-name", "rp1")
+    assert rows_of_restored(world, target, port) == world["before_rp1"]
+
+
+def test_restore_time_outside_the_window_is_refused_with_the_window(world):
+    early = (datetime.fromisoformat(world["backup"]["positions"]["stop_time"]) - timedelta(hours=1)).isoformat()
+    proc, target, _ = restore(world, "too-early", "--restore-time", early, check=False)
+    assert proc.returncode == 2
+    assert "outside the restorable window" in proc.stderr and world["backup"]["positions"]["stop_time"] in proc.stderr
+    assert not target.exists()
+    late = (datetime.now().astimezone() + timedelta(days=1)).isoformat()
+    proc, _, _ = restore(world, "too-late", "--restore-time", late, check=False)
+    assert proc.returncode == 2 and "outside the restorable window" in proc.stderr
+
+
+def test_unknown_restore_point_is_refused(world):
+    proc, _, _ = restore(world, "no-name", "--target-name", "nope", check=False)
+    assert proc.returncode == 2 and "no restore point named 'nope'" in proc.stderr and "rp1" in proc.stderr
+
+
+def test_restore_never_writes_over_a_non_empty_directory(world):
+    target = world["env"].root / "busy"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    proc = world["env"].backupctl("restore", "create", "--backup", world["backup"]["name"], "--target-dir",
+                                  str(target), user="root", check=False)
+    assert proc.returncode == 2 and "not empty" in proc.stderr and "--force" in proc.stderr
+    assert (target / "keep").read_text() == "x"
+
+
+def test_wal_status_reports_the_archived_range_and_the_lag(world):
+    data = json.loads(world["env"].backupctl("wal", "status", "--cluster", "src", "--json").stdout)
+    tl = data["timelines"]["1"]
+    assert tl["missing_count"] == 0 and tl["segments"] >= 3
+    assert tl["first"] <= world["backup"]["positions"]["start_wal_file"] <= tl["last"]
+    assert data["lag_seconds"] is not None and data["lag_seconds"] >= 0
+    assert data["archiver"]["server"] == "reachable" and data["lag_bytes"] is not None
+    assert "rp1" in data["restore_points"]
+
+
+def test_wal_fetch_of_a_missing_file_fails_fast_with_status_1(world):
+    env = world["env"]
+    dest = env.root / "fetched"
+    started = time.monotonic()
+    proc = env.backupctl("wal-fetch", "--cluster", "src", "0000000100000000000000FF", str(dest), check=False)
+    assert proc.returncode == 1 and not dest.exists()
+    assert time.monotonic() - started < 5
+    first = world["backup"]["positions"]["start_wal_file"]
+    env.backupctl("wal-fetch", "--cluster", "src", first, str(dest))
+    assert dest.stat().st_size == 1024 * 1024
+
+
+def test_archive_config_prints_the_postgresql_conf_lines(world):
+    out = world["env"].backupctl("cluster", "show", "src", "--archive-config").stdout
+    assert "archive_mode = on" in out
+    assert "wal-push --org default --cluster src %p'" in out and "wal-fetch --org default --cluster src %f %p'" in out
+
+
+def test_a_data_directory_not_on_this_host_is_a_clear_error(world):
+    env, src = world["env"], world["src"]
+    env.backupctl("cluster", "register", "remote", "--engine", "postgresql", "--host", str(env.sock), "--port",
+                  str(src.port), "--user", "postgres", "--data-dir", "/nonexistent/data")
+    proc = env.backupctl("backup", "create", "--cluster", "remote", check=False)
+    assert proc.returncode == 2 and "is not on this host" in proc.stderr and "--data-dir" in proc.stderr

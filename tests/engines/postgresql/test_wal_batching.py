@@ -1,0 +1,46 @@
+"""Archive push batches the segments waiting in archive_status, and answers for them from its spool."""
+
+from __future__ import annotations
+
+import os
+
+from backupctl.repository import Repository
+from engine_tools.postgresql import wal
+
+PASSWORD = "correct horse battery staple"
+SEGMENTS = [f"0000000100000000000000{i:02X}" for i in range(1, 6)]
+
+
+def test_push_stores_every_ready_segment_at_once_and_later_calls_return_from_the_spool(tmp_path):
+    repo_url, state = str(tmp_path / "repo"), str(tmp_path / "state")
+    pg_wal = tmp_path / "data" / "pg_wal"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    for i, name in enumerate(SEGMENTS):
+        (pg_wal / name).write_bytes(bytes([i]) * 65536)
+        (pg_wal / "archive_status" / f"{name}.ready").touch()
+    Repository.init(repo_url, PASSWORD).close()
+    with Repository.open(repo_url, PASSWORD) as repo:
+        first = wal.push(repo, str(pg_wal / SEGMENTS[0]), cluster="c", org="default", state_dir=state, tags=[])
+        assert first.stored == SEGMENTS and not first.from_spool
+        snapshots = len(repo.snapshots())
+        for name in SEGMENTS[1:]:
+            again = wal.push(repo, str(pg_wal / name), cluster="c", org="default", state_dir=state, tags=[])
+            assert again.from_spool and again.stored == []
+        assert len(repo.snapshots()) == snapshots == 1
+        assert not os.listdir(os.path.join(state, "pushed"))
+        for i, name in enumerate(SEGMENTS):
+            out = tmp_path / f"fetched-{name}"
+            assert wal.fetch(repo, name, str(out), cluster="c", org="default", state_dir=state)
+            assert out.read_bytes() == bytes([i]) * 65536
+        assert not wal.fetch(repo, "000000010000000000000009", str(tmp_path / "x"), cluster="c", org="default",
+                             state_dir=state)
+        assert not wal.fetch(repo, SEGMENTS[0], str(tmp_path / "y"), cluster="other", org="default", state_dir=state)
+
+
+def test_status_reports_gaps_per_timeline():
+    listing = wal.Listing(segment_size=1 << 20)
+    for name in ("000000010000000000000001", "000000010000000000000003", "000000020000000000000003"):
+        listing.files[name] = wal.ArchivedFile(name, "s", "2026-12-02T10:00:00+00:00")
+    s = wal.status(listing)
+    assert s["timelines"][1]["missing"] == ["000000010000000000000002"]
+    assert s["timelines"][2]["missing_count"] == 0 and s["timelines"][2]["archived_to_lsn"] == "0/400000"
