@@ -141,3 +141,9 @@ def test_apschedulers_own_table_is_left_out_of_the_comparison_with_the_models(ca
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE IF EXISTS apscheduler_jobs"))
         db.dispose_engines()
+
+
+def test_schema_head_constant_is_alembics_head() -> None:
+    from backupctl.catalog.db import SCHEMA_HEAD, head_revision
+
+    assert SCHEMA_HEAD == head_revision()
