@@ -15,10 +15,10 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from backupctl.errors import UsageError
 from backupctl.progress import Progress
@@ -143,12 +143,19 @@ class _ParentTree:
         self._index = repo.index
         self._exclude = usable
 
-    def unchanged(self, node: Node) -> list[str] | None:
+    def find(self, node: Node) -> Node | None:
+        """The parent's entry for the same path, if it was a file."""
         key = node.sort_key
         while self._cur is not None and self._cur.sort_key < key:
             self._cur = next(self._it, None)
         old = self._cur
         if old is None or old.sort_key != key or old.type != FILE:
+            return None
+        return old
+
+    def unchanged(self, node: Node, old: Node | None) -> list[str] | None:
+        """The parent's chunks for ``node`` if the file did not change since (size, mtime, ctime, inode)."""
+        if old is None or old.encoding is not None:
             return None
         if (old.size, old.mtime, old.ctime, old.inode) != (node.size, node.mtime, node.ctime, node.inode):
             return None
@@ -157,6 +164,19 @@ class _ParentTree:
             if b not in self._index or b in self._exclude:
                 return None
         return old.chunks
+
+
+class EncodedContent(Protocol):
+    """What a content hook returns to store a file in an engine's own encoding."""
+
+    encoding: str
+    logical_size: int            # the file's size, known once the stream was read to its end
+
+    def readinto(self, view: memoryview) -> int: ...
+
+
+# (entry, its path on disk, the parent's entry for it) -> the content to store instead, or None
+ContentHook = Callable[[Node, str, "Node | None"], "EncodedContent | None"]
 
 
 class Archiver:
@@ -169,8 +189,9 @@ class Archiver:
     """
 
     def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
-                 workers: int = 2, file_threads: int = 2) -> None:
+                 workers: int = 2, file_threads: int = 2, content_hook: ContentHook | None = None) -> None:
         self.repo = repo
+        self.content_hook = content_hook
         self.progress = progress or Progress()
         self.warnings: list[str] = []
         repo.reload_index()  # after the lock is held: see the gc plans written before it
@@ -218,6 +239,17 @@ class Archiver:
         finally:
             self._file_slots.release()
 
+    def _read_encoded(self, node: Node, content: EncodedContent) -> tuple[list[Future], int] | None:
+        try:
+            result = self._chunk_stream(content)
+        except OSError as exc:
+            self.warnings.append(f"{node.path}: {exc.strerror}")
+            return None
+        finally:
+            self._file_slots.release()
+        node.logical_size = content.logical_size
+        return result
+
     def _chunk_stream(self, stream: BinaryIO) -> tuple[list[Future], int]:
         """Chunk futures and the byte count actually read (a live file may have changed since its stat)."""
         futures, size = [], 0
@@ -254,7 +286,7 @@ class Archiver:
             else:
                 self._queue.popleft()
             if head.node.type in (FILE, STREAM):
-                self.counts["bytes_total"] += head.node.size
+                self.counts["bytes_total"] += head.node.logical_size if head.node.encoding else head.node.size
             self.spool.add(head.node)
 
     def add_tree(self, sources: list[_Source], parent: Snapshot | None) -> None:
@@ -262,7 +294,14 @@ class Archiver:
         walker = _Walker(self.warnings)
         for node, abspath in (item for src in sources for item in walker.walk(src)):
             if node.type == FILE:
-                reused = parent_tree.unchanged(node)
+                old = parent_tree.find(node)
+                content = self.content_hook(node, abspath, old) if self.content_hook else None
+                if content is not None:
+                    node.encoding = content.encoding
+                    self._file_slots.acquire()
+                    self._emit(_Pending(node, self._files.submit(self._read_encoded, node, content), new=old is None))
+                    continue
+                reused = parent_tree.unchanged(node, old)
                 if reused is not None:
                     node.chunks = reused
                     self.counts["files_unmodified"] += 1
@@ -337,8 +376,11 @@ def find_parent(repo: Repository, paths: list[str], hostname: str) -> Snapshot |
 
 def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple = (), metadata: dict | None = None,
                  parent: Snapshot | str | None = "auto", progress: Progress | None = None,
-                 compression: int | None = None, hostname: str | None = None) -> Snapshot:
-    """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent."""
+                 compression: int | None = None, hostname: str | None = None,
+                 content_hook: ContentHook | None = None) -> Snapshot:
+    """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent.
+
+    ``content_hook`` lets an engine store some files in its own encoding (see EncodedContent)."""
     sources = _sources(paths)
     started = time.monotonic()
     abs_paths = [os.path.abspath(p) for p in paths]
@@ -349,7 +391,7 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
             parent = find_parent(repo, abs_paths, host)
         elif isinstance(parent, str):
             parent = repo.find_snapshot(parent)
-        archiver = Archiver(repo, progress=progress, compression=compression)
+        archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook)
         scanner = threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True)
         scanner.start()
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -61,8 +62,15 @@ def _wanted(node: Node, include: list[str] | None) -> bool:
     return any(node.path == p or node.path.startswith(p.rstrip("/") + "/") for p in include)
 
 
+# (entry, its path in the target, its stored bytes in order) -> writes the decoded file
+Decoder = Callable[[Node, str, Iterator[bytes]], None]
+
+
 def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, include: list[str] | None = None,
-                     overwrite: bool = False, progress: Progress | None = None) -> RestoreSummary:
+                     overwrite: bool = False, progress: Progress | None = None,
+                     decode: Decoder | None = None) -> RestoreSummary:
+    """Restore a snapshot's tree into ``target``. Entries an engine stored in its own encoding are
+    handed to ``decode`` (the engine's); without one, such a snapshot is refused."""
     progress = progress or Progress()
     progress.add_total(int(snapshot.summary.get("bytes_total", 0)), int(snapshot.summary.get("files_new", 0)))
     progress.total_complete()
@@ -79,6 +87,13 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
                 if node.type == DIR:
                     os.makedirs(path, exist_ok=True)
                     dirs.append((path, node))
+                elif node.encoding is not None:
+                    if decode is None:
+                        raise UsageError(f"snapshot {snapshot.short_id} stores {node.path} in the {node.encoding} "
+                                         "encoding of an engine",
+                                         "restore this backup with 'backupctl restore create --backup NAME'")
+                    decode(node, path, repo.read_blobs([bytes.fromhex(c) for c in node.chunks]))
+                    writer.count(1, node.logical_size)
                 elif node.type in (FILE, STREAM):
                     writer.add(path, node)
                 elif node.type == SYMLINK:
@@ -116,6 +131,11 @@ class _FileWriter:
         self._slots = threading.BoundedSemaphore(window)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
+
+    def count(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            self.files += files
+            self.bytes += nbytes
 
     def add(self, path: str, node: Node) -> None:
         if self._error is not None:
@@ -170,8 +190,7 @@ class _FileWriter:
         os.ftruncate(f.fd, f.node.size)  # trailing holes still count towards the size
         os.close(f.fd)
         _set_meta(f.path, f.node)
-        with self._lock:
-            self.files += 1
+        self.count(1, 0)
         self.progress.advance(0, 1)
 
     def __enter__(self) -> "_FileWriter":

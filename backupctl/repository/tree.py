@@ -30,6 +30,11 @@ class Node:
     ctime: int = 0
     uid: int = 0
     gid: int = 0
+    # Set when an engine stored this file's content in its own encoding (e.g. only the pages
+    # that changed since a parent backup): ``size`` is then the encoded size and
+    # ``logical_size`` the file's. Only that engine can restore such an entry.
+    encoding: str | None = None
+    logical_size: int = 0
 
     def to_line(self) -> bytes:
         d = {"path": self.path, "type": self.type, "mode": self.mode, "mtime": self.mtime}
@@ -38,6 +43,8 @@ class Node:
             d["chunks"] = self.chunks
         if self.target is not None:
             d["target"] = self.target
+        if self.encoding is not None:
+            d.update(encoding=self.encoding, logical_size=self.logical_size)
         if self.inode:
             d.update(inode=self.inode, ctime=self.ctime, uid=self.uid, gid=self.gid)
         return json.dumps(d, separators=(",", ":")).encode() + b"\n"
