@@ -23,9 +23,10 @@ import psycopg
 
 from backupctl.catalog.manifest import K_POSITIONS, K_RESTORABLE_FROM, K_RESTORABLE_TO
 from backupctl.errors import BackupctlError, UsageError
-from backupctl.repository import Repository
+from backupctl.repository import Repository, Snapshot
 from backupctl.repository.backup import backup_paths, backup_stream
 from engine_tools.base import BackupRequest, BackupResult, ClusterTarget
+from engine_tools.postgresql import delta
 from engine_tools.postgresql import lsn as L
 from engine_tools.postgresql.connect import check_backup_ready, connect
 from engine_tools.postgresql.wal import read_system_identifier
@@ -75,8 +76,26 @@ def parse_backup_label(label: str) -> dict[str, str]:
     return out
 
 
+def _parent(repo: Repository, request: BackupRequest) -> tuple[dict[str, Any], Snapshot, list[str]] | None:
+    """For an incremental: the parent's positions, data snapshot, and chain of data snapshots."""
+    if request.type != "incremental":
+        return None
+    labels = [s for s in (repo.find_snapshot(i) for i in request.parent_snapshot_ids)
+              if (s.metadata.get(ENGINE_KEY) or {}).get("part") == "label"]
+    if not labels:
+        raise BackupctlError(f"the parent of this incremental backup of {request.cluster.name} has no backup_label "
+                             "snapshot", "take a full backup first")
+    label = labels[0]
+    info = label.metadata[ENGINE_KEY]
+    return label.metadata[K_POSITIONS], repo.find_snapshot(info["data_snapshot"]), \
+        list(info.get("chain") or [info["data_snapshot"]])
+
+
 def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> BackupResult:
+    """A full backup, or with ``request.type == "incremental"`` one that stores only the pages of
+    relation files changed since its parent's start (see delta.py); the rest is the same."""
     cluster = request.cluster
+    parent = _parent(repo, request)
     conn = connect(cluster)
     try:
         s = check_backup_ready(conn, cluster, archive_hint)
@@ -95,8 +114,13 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
                                  "connect as a superuser, or GRANT EXECUTE ON FUNCTION pg_backup_start, "
                                  "pg_backup_stop TO the user") from None
         tags = list(request.tags)
+        if parent is not None and parent[0].get("system_identifier") != read_system_identifier(data_dir):
+            raise UsageError(f"cluster {cluster.name} is not the database its parent backup was taken of "
+                             "(system identifiers differ)", "take a full backup")
         entries = [os.path.join(data_dir, n) for n in sorted(os.listdir(data_dir)) if n not in EXCLUDED]
-        data = backup_paths(repo, entries, tags=[*tags, "pg-data"], parent=None, progress=request.progress,
+        data = backup_paths(repo, entries, tags=[*tags, "pg-data"], parent=parent[1] if parent else None,
+                            progress=request.progress,
+                            content_hook=delta.content_hook(L.parse_lsn(parent[0]["start_lsn"])) if parent else None,
                             metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
                                                    "backup": request.metadata.get("backup")}})
         bad = [w for w in data.summary.get("warnings", []) if "No such file" not in w]
@@ -134,7 +158,10 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
     metadata[K_POSITIONS] = positions
     metadata[K_RESTORABLE_FROM] = metadata[K_RESTORABLE_TO] = stop_time.isoformat()
     metadata[ENGINE_KEY] = {"part": "label", "data_snapshot": data.id, "tablespace_map": space_map or "",
-                            "entries": [os.path.basename(e) for e in entries]}
+                            "entries": [os.path.basename(e) for e in entries],
+                            # the data snapshots to apply in order, full first: the label makes the
+                            # repository self-describing, so 'catalog rebuild' loses no chain
+                            "chain": [*(parent[2] if parent else []), data.id]}
     snap = backup_stream(repo, io.BytesIO(label.encode()), "backup_label", tags=[*tags, "pg-label"], metadata=metadata)
     summary = data.summary or {}
     return BackupResult(snapshot_ids=[data.id, snap.id],

@@ -22,7 +22,9 @@ from backupctl.catalog.manifest import K_CLUSTER, K_ORG, K_POSITIONS
 from backupctl.errors import BackupctlError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.restore import restore_snapshot, restore_stream
+from backupctl.repository.tree import walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
+from engine_tools.postgresql import delta
 from engine_tools.postgresql import server
 from engine_tools.postgresql.backup import EMPTY_DIRS, ENGINE_KEY
 from engine_tools.postgresql.pitr import Target, Window, check_target, window
@@ -69,7 +71,7 @@ class RestorePlan:
             for name in os.listdir(target):
                 p = os.path.join(target, name)
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
-        summary = restore_snapshot(self.repo, self.data, target, overwrite=force, progress=self.request.progress)
+        summary = self._restore_chain(target, force)
         with open(os.path.join(target, "backup_label"), "wb") as f:
             restore_stream(self.repo, self.label, f, name="backup_label")
         space_map = (self.label.metadata.get(ENGINE_KEY) or {}).get("tablespace_map") or ""
@@ -87,6 +89,29 @@ class RestorePlan:
                     os.unlink(os.path.join(dirpath, name))
         self._own(target)
         return {"bytes": summary.bytes, "files": summary.files, "target_dir": target}
+
+    def _restore_chain(self, target: str, force: bool):
+        """The full backup's files, then each incremental's: changed pages written into place,
+        other files replaced, files it no longer has removed."""
+        info = self.label.metadata.get(ENGINE_KEY) or {}
+        chain = list(info.get("chain") or [self.data.id])
+        summary = restore_snapshot(self.repo, self.repo.find_snapshot(chain[0]), target, overwrite=force,
+                                   progress=self.request.progress)
+        for data_id in chain[1:]:
+            snap = self.repo.find_snapshot(data_id)
+            step = restore_snapshot(self.repo, snap, target, overwrite=True, decode=delta.apply)
+            keep = {n.path for n in walk_tree(self.repo, snap.tree)}
+            for dirpath, dirs, files in os.walk(target, topdown=False):
+                for name in files:
+                    full = os.path.join(dirpath, name)
+                    if os.path.relpath(full, target) not in keep:
+                        os.unlink(full)
+                for name in dirs:
+                    full = os.path.join(dirpath, name)
+                    if os.path.relpath(full, target) not in keep and not os.listdir(full):
+                        os.rmdir(full)
+            summary.bytes, summary.files = step.bytes, step.files
+        return summary
 
     def _own(self, target: str) -> None:
         """The target as PostgreSQL wants it: mode 0700, everything owned by the data files' owner."""

@@ -35,7 +35,8 @@ class PostgresTool:
     name = "postgresql"
     engines = ("postgresql",)
     methods = (
-        MethodSpec(METHOD, frozenset({Capability.FULL, Capability.CONTINUOUS, Capability.PITR}), default=True,
+        MethodSpec(METHOD, frozenset({Capability.FULL, Capability.INCREMENTAL, Capability.CONTINUOUS, Capability.PITR}),
+                   default=True,
                    description="physical backup through the backup API with WAL archiving (point-in-time restore)"),
     )
 
@@ -49,8 +50,8 @@ class PostgresTool:
             raise UsageError("continuous backup of PostgreSQL is WAL archiving, run by the server itself",
                              f"set archive_command: see 'backupctl cluster show {request.cluster.name} "
                              "--archive-config'")
-        if request.type != "full":
-            raise UsageError(f"the {METHOD} method does not take {request.type} backups yet", "use --type full")
+        if request.type not in ("full", "incremental"):
+            raise UsageError(f"the {METHOD} method does not take {request.type} backups", "use --type full")
         return full_backup(repo, request, self._hint(request.cluster))
 
     @staticmethod

@@ -1,0 +1,159 @@
+"""Page-level incremental backups of relation files (pg_probackup's DELTA idea).
+
+Every change to a page of a WAL-logged relation sets the page's LSN (``pd_lsn``, its first
+8 bytes) to the LSN of the WAL record that made it. A page whose LSN is older than the
+parent backup's *start* LSN is therefore the same as in the parent's copy, and an
+incremental stores, per relation file, only:
+
+- pages whose LSN is at or after the parent's start LSN,
+- pages whose LSN is 0 (never WAL-logged: new, zeroed or unlogged) - cheap, they compress
+  to nothing, and storing them keeps a truncated-then-extended file from keeping old pages,
+- pages past the parent's end of file,
+
+and the file's new size. Pages torn by a concurrent write are fixed by replaying WAL from
+the incremental's own start, as for a full backup. Files that are not main forks of
+relations (visibility maps, free space maps, init forks, pg_xact, config) are stored whole,
+deduplicated as usual; a relation file that the parent did not have is stored whole too.
+
+Stream format (``pg-page-delta-v1``): ``MAGIC, page size (u32), 0 (u32)``, then records
+``page number (u32) + page``, then ``0xFFFFFFFF (u32) + file size (u64)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Iterator
+
+from backupctl.errors import IntegrityError
+from backupctl.repository.tree import Node
+
+ENCODING = "pg-page-delta-v1"
+PAGE = 8192
+MAGIC = b"BCPGDLT1"
+_HEADER = struct.Struct("<8sII")
+_RECORD = struct.Struct("<I")
+_TRAILER = struct.Struct("<IQ")
+_END = 0xFFFFFFFF
+_READ = 128 * PAGE               # 1 MiB per read
+# Main forks of relations, segments included (base/<db>/<relfilenode>[.<n>], global/<relfilenode>[.<n>]).
+_RELATION = re.compile(r"^(base/\d+|global)/\d+(\.\d+)?$")
+
+
+def is_relation_file(path: str) -> bool:
+    return _RELATION.match(path) is not None
+
+
+class PageDelta:
+    """The delta of one relation file as a stream the repository reads with ``readinto``."""
+
+    encoding = ENCODING
+
+    def __init__(self, path: str, since_lsn: int, parent_size: int, unchanged: bool) -> None:
+        self.path = path
+        self.since_lsn = since_lsn
+        self.parent_pages = (parent_size + PAGE - 1) // PAGE
+        self.logical_size = parent_size if unchanged else 0
+        self.pages_stored = 0
+        self._out = bytearray(_HEADER.pack(MAGIC, PAGE, 0))
+        self._pos = 0
+        self._gen = self._trailer() if unchanged else self._records()
+
+    def _trailer(self) -> Iterator[bytes]:
+        yield _TRAILER.pack(_END, self.logical_size)
+
+    def _records(self) -> Iterator[bytes]:
+        buf = bytearray(_READ)
+        view = memoryview(buf)
+        page_no = 0
+        with open(self.path, "rb", buffering=0) as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                self.logical_size += n
+                if n % PAGE:  # a page being written as we read; WAL replay rewrites it
+                    view[n:n + PAGE - n % PAGE] = bytes(PAGE - n % PAGE)
+                words = view[:(n + PAGE - 1) // PAGE * PAGE].cast("I")
+                for i in range((n + PAGE - 1) // PAGE):
+                    w = i * (PAGE // 4)
+                    lsn = (words[w] << 32) | words[w + 1]
+                    if lsn >= self.since_lsn or lsn == 0 or page_no >= self.parent_pages:
+                        self.pages_stored += 1
+                        yield _RECORD.pack(page_no) + view[i * PAGE:(i + 1) * PAGE].tobytes()
+                    page_no += 1
+                words.release()
+        yield from self._trailer()
+
+    def readinto(self, target: memoryview) -> int:
+        filled = 0
+        while filled < len(target):
+            if self._pos >= len(self._out):
+                nxt = next(self._gen, None)
+                if nxt is None:
+                    break
+                self._out, self._pos = nxt, 0
+            n = min(len(target) - filled, len(self._out) - self._pos)
+            target[filled:filled + n] = self._out[self._pos:self._pos + n]
+            filled += n
+            self._pos += n
+        return filled
+
+
+def content_hook(since_lsn: int):
+    """The repository content hook of an incremental whose parent started at ``since_lsn``."""
+
+    def hook(node: Node, abspath: str, old: Node | None) -> PageDelta | None:
+        if old is None or not is_relation_file(node.path):
+            return None                    # new since the parent, or not a relation: stored whole
+        parent_size = old.logical_size if old.encoding == ENCODING else old.size
+        if old.encoding not in (None, ENCODING):
+            return None
+        unchanged = (parent_size, old.mtime, old.ctime, old.inode) == (node.size, node.mtime, node.ctime, node.inode)
+        return PageDelta(abspath, since_lsn, parent_size, unchanged)
+
+    return hook
+
+
+def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
+    """Write a delta's pages into the file restored from the parent, and give it its new size."""
+    if node.encoding != ENCODING:
+        raise IntegrityError(f"{node.path}: unknown encoding {node.encoding!r}", "upgrade backupctl")
+    if not os.path.exists(path):
+        raise IntegrityError(f"{node.path}: the incremental backup changes a file its parent chain does not have",
+                             "the backup chain is damaged; restore from another backup")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        pending = bytearray()
+        header_done, size = False, None
+        for blob in blobs:
+            pending += blob
+            pos = 0
+            if not header_done:
+                if len(pending) < _HEADER.size:
+                    continue
+                magic, page_size, _ = _HEADER.unpack_from(pending, 0)
+                if magic != MAGIC or page_size != PAGE:
+                    raise IntegrityError(f"{node.path}: not a page delta", "the backup is damaged")
+                header_done, pos = True, _HEADER.size
+            while len(pending) - pos >= _RECORD.size:
+                (page_no,) = _RECORD.unpack_from(pending, pos)
+                if page_no == _END:
+                    if len(pending) - pos < _TRAILER.size:
+                        break
+                    size = _TRAILER.unpack_from(pending, pos)[1]
+                    pos += _TRAILER.size
+                    break
+                if len(pending) - pos < _RECORD.size + PAGE:
+                    break
+                start = pos + _RECORD.size
+                os.pwrite(fd, memoryview(pending)[start:start + PAGE], page_no * PAGE)
+                pos = start + PAGE
+            del pending[:pos]
+        if size is None:
+            raise IntegrityError(f"{node.path}: the page delta is truncated", "the backup is damaged")
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    os.utime(path, ns=(node.mtime, node.mtime))
