@@ -41,16 +41,24 @@ class _Buffer:
 
 
 class BufferPool:
+    """At most ``count`` buffers, made when first needed (a backup of small files or of one WAL
+    segment never touches most of them) and then reused."""
+
     def __init__(self, size: int, count: int = BUFFERS) -> None:
         self.size = size
-        self._free = [_Buffer(self, size) for _ in range(count)]
+        self._free: list[_Buffer] = []
+        self._unmade = count
         self._cond = threading.Condition()
 
     def get(self) -> _Buffer:
         with self._cond:
-            while not self._free:
+            while not self._free and not self._unmade:
                 self._cond.wait()
-            buf = self._free.pop()
+            if self._free:
+                buf = self._free.pop()
+            else:
+                self._unmade -= 1
+                buf = _Buffer(self, self.size)
         buf.ref()  # the reader's own reference
         return buf
 
