@@ -119,6 +119,8 @@ class RestoreRequest:
     port: int | None = None                    # the restored server's port
     force: bool = False                        # restore over a non-empty target directory
     log_context: LogContext | None = None      # the source cluster's log archive (point-in-time restores)
+    archive_context: LogContext | None = None  # the cluster the restored server archives its own logs for
+                                               # (a registered new cluster); None: it archives nothing
 
 
 @dataclass

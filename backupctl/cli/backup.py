@@ -49,6 +49,7 @@ def create(cluster: str, method: str | None, type_: str, repository: str | None,
 def list_(cluster: str | None, recycled: bool, org: str, as_json: bool) -> None:
     """List backups, oldest first."""
     with session_scope() as s:
+        service.mark_interrupted(s, org)
         data = [service.backup_to_dict(b)
                 for b in service.list_backups(s, org, cluster=cluster, recycled=True if recycled else None)]
     if as_json:
@@ -68,6 +69,7 @@ def list_(cluster: str | None, recycled: bool, org: str, as_json: bool) -> None:
 def show(name: str, org: str, as_json: bool) -> None:
     """Show one backup."""
     with session_scope() as s:
+        service.mark_interrupted(s, org)
         data = service.backup_to_dict(service.get_backup(s, name, org))
     print_json(data) if as_json else print_fields(data)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from backupctl.repository import Repository
 from backupctl.secrets import read_secret
+
+if TYPE_CHECKING:
+    from backupctl.repository import Repository
 
 
 def repo_options(func: Callable) -> Callable:
@@ -34,6 +36,9 @@ def password_from(password_file: str | None, password_command: str | None, confi
 
 
 def open_repository(repo_url: str, password_file: str | None, password_command: str | None) -> Repository:
+    # imported on use: wal-push's spool answer needs none of it
+    from backupctl.repository import Repository
+
     return Repository.open(repo_url, password_from(password_file, password_command))
 
 

@@ -41,15 +41,19 @@ def command() -> None:
 @click.option("--start", is_flag=True, help="Start the server and wait until it has recovered and been promoted.")
 @click.option("--port", type=int, help="Port of the restored server.")
 @click.option("--force", is_flag=True, help="Replace the contents of a non-empty target directory.")
+@click.option("--register", metavar="NAME",
+              help="Register the restored server as new cluster NAME (needs --port); it archives its new "
+                   "timeline's WAL into NAME's archive, so NAME can be backed up and restored in turn.")
 @org_option
 @json_option
 def create(backup: str, target_dir: str, restore_time: str | None, target_lsn: str | None, target_xid: str | None,
-           target_name: str | None, start: bool, port: int | None, force: bool, org: str, as_json: bool) -> None:
+           target_name: str | None, start: bool, port: int | None, force: bool, register: str | None, org: str,
+           as_json: bool) -> None:
     """Restore a backup into TARGET-DIR, to the latest state or to a point in time."""
     with session_scope() as s:
         r = service.create_restore(s, backup=backup, target_dir=target_dir, org=org, restore_time=_time(restore_time),
                                    target_lsn=target_lsn, target_xid=target_xid, target_name=target_name,
-                                   start=start, port=port, force=force)
+                                   start=start, port=port, force=force, register=register)
         data = service.restore_to_dict(r)
     if as_json:
         print_json(data)

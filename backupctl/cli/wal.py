@@ -5,6 +5,11 @@
 the archive does not hold it (recovery then ends normally), and 126 for any other failure
 (repository unreachable, wrong password): above 125, PostgreSQL aborts recovery instead of
 taking the failure for the end of the archive and promoting too early.
+
+The server runs ``wal-push`` and ``wal-fetch`` once per file, so this module imports the
+catalogue (SQLAlchemy) only inside the commands, and ``wal-push`` answers a file that an
+earlier batch push already stored from the spool (``backupctl.archive_spool``) before
+importing it at all.
 """
 
 from __future__ import annotations
@@ -13,11 +18,10 @@ import sys
 
 import click
 
-from backupctl.catalog.db import session_scope
+from backupctl import archive_spool
 from backupctl.cli.catalog_options import org_option, print_fields, print_table
 from backupctl.cli.common import json_option, print_json
 from backupctl.errors import BackupctlError
-from backupctl.services import archiving as service
 
 FETCH_MISSING, FETCH_FAILED = 1, 126
 
@@ -28,6 +32,11 @@ FETCH_MISSING, FETCH_FAILED = 1, 126
 @org_option
 def push_command(cluster: str, path: str, org: str) -> None:
     """Archive WAL file PATH (archive_command: backupctl wal-push --cluster NAME %p)."""
+    if archive_spool.take(archive_spool.state_dir(org, cluster), path):
+        return                                   # stored by an earlier batch push
+    from backupctl.catalog.db import session_scope
+    from backupctl.services import archiving as service
+
     with session_scope() as s:
         service.push(s, cluster, path, org)
 
@@ -40,6 +49,9 @@ def push_command(cluster: str, path: str, org: str) -> None:
 def fetch_command(cluster: str, name: str, dest: str, org: str) -> None:
     """Write archived WAL file FILE to PATH (restore_command: backupctl wal-fetch --cluster NAME %f %p)."""
     try:
+        from backupctl.catalog.db import session_scope
+        from backupctl.services import archiving as service
+
         with session_scope() as s:
             found = service.fetch(s, cluster, name, dest, org)
     except BackupctlError as exc:
@@ -61,6 +73,9 @@ def command() -> None:
 @json_option
 def status(cluster: str, org: str, as_json: bool) -> None:
     """Archived range per timeline, gaps, and the archive lag (the RPO right now)."""
+    from backupctl.catalog.db import session_scope
+    from backupctl.services import archiving as service
+
     with session_scope() as s:
         data = service.status(s, cluster, org)
     if as_json:
@@ -85,6 +100,9 @@ def status(cluster: str, org: str, as_json: bool) -> None:
 @json_option
 def restore_point(name: str, cluster: str, wait: float, org: str, as_json: bool) -> None:
     """Create restore point NAME on the cluster and archive the WAL segment holding it."""
+    from backupctl.catalog.db import session_scope
+    from backupctl.services import archiving as service
+
     with session_scope() as s:
         data = service.restore_point(s, cluster, name, org, wait)
     if as_json:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from backupctl.catalog.db import backupctl_home
+from backupctl import archive_spool
 from backupctl.catalog.models import Cluster
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
@@ -51,8 +51,7 @@ def archiver_of(cluster: Cluster) -> tuple[LogArchiver, str]:
 
 
 def context_for(cluster_name: str, org: str) -> LogContext:
-    state = backupctl_home() / "archive" / org / cluster_name
-    return LogContext(cluster=cluster_name, org=org, state_dir=str(state), command=backupctl_command(),
+    return LogContext(cluster=cluster_name, org=org, state_dir=archive_spool.state_dir(org, cluster_name), command=backupctl_command(),
                       tags=[f"cluster={cluster_name}"])
 
 

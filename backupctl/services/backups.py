@@ -12,6 +12,7 @@ scheduler's jobs hold, so a manual backup never overlaps a scheduled one.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from datetime import datetime
@@ -90,6 +91,7 @@ def create_backup(session: Session, *, cluster: str, org: str | None = None, met
     spec = methods.resolve(target.engine, method, type).spec
     engine = session.get_bind()
     key = leases.backup_lease_key(target.organisation.name, target.name, spec.name)
+    mark_interrupted(session, target.organisation.name)     # a crashed backup's lease need not block this one
     if lease_owner is not None:
         current = leases.holder(engine, key)
         if current is None or current.owner != lease_owner:
@@ -161,6 +163,56 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
         return backup
     finally:
         repo.close()
+
+
+_OWNER_RE = re.compile(r" on (?P<host>\S+) \(pid (?P<pid>\d+)\)$")
+
+
+def _owner_gone(owner: str) -> bool:
+    """True if the lease owner is a process of this host that no longer exists (see manual_lease_owner)."""
+    m = _OWNER_RE.search(owner)
+    if m is None or m["host"] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:                       # exists, another user's
+        return False
+    return False
+
+
+def mark_interrupted(session: Session, org: str | None = None) -> list[str]:
+    """Mark Failed the New/Running backups whose process is gone: killed, or its host crashed.
+
+    A running backup holds its cluster's backup lease and renews it. If nobody holds the lease
+    (it expired), or its holder is a process of this host that no longer exists, the backup
+    can never complete: its row becomes Failed (its repository snapshots, if any, were never
+    committed as a backup and are left to garbage collection), and a dead holder's lease is released.
+    """
+    organisation = get_organisation(session, org)
+    running = list(session.scalars(select(Backup).where(Backup.organisation_id == organisation.id,
+                                                        Backup.phase.in_((PHASE_NEW, PHASE_RUNNING)))))
+    if not running:
+        return []
+    engine = session.get_bind()
+    marked = []
+    for b in running:
+        key = leases.backup_lease_key(organisation.name, b.cluster_name, b.method)
+        current = leases.holder(engine, key)
+        if current is not None and not _owner_gone(current.owner):
+            continue
+        if current is not None:
+            leases.release(engine, key, current.owner)
+        who = f" ({current.owner})" if current is not None else ""
+        b.phase, b.completed_at = PHASE_FAILED, utcnow()
+        b.error_message = (f"interrupted: the process running it{who} stopped before it completed; "
+                           "nothing of it is usable")
+        audit.record(session, "backup.interrupted", f"backup/{b.name}", organisation_id=b.organisation_id,
+                     lease_owner=current.owner if current is not None else None)
+        marked.append(b.name)
+    session.commit()
+    return marked
 
 
 def type_name(exc: BaseException) -> str:

@@ -30,7 +30,11 @@ from engine_tools.base import ClusterTarget, RestoreRequest, RestoreStage, Stage
 def create_restore(session: Session, *, backup: str, target_dir: str, org: str | None = None,
                    restore_time: datetime | None = None, target_lsn: str | None = None,
                    target_xid: str | None = None, target_name: str | None = None, start: bool = False,
-                   port: int | None = None, force: bool = False, progress: Progress | None = None) -> Restore:
+                   port: int | None = None, force: bool = False, progress: Progress | None = None,
+                   register: str | None = None) -> Restore:
+    """Restore ``backup`` into ``target_dir``. ``register``: also register the restored server as a new
+    cluster of that name (engine, port and data directory of the restore; host, user and password variable
+    of the source), into whose own archive it pushes its WAL once promoted (a new timeline)."""
     b = get_backup(session, backup, org)
     if b.phase != PHASE_COMPLETED:
         raise UsageError(f"backup {b.name} is {b.phase}, not Completed", "choose a completed backup")
@@ -40,18 +44,24 @@ def create_restore(session: Session, *, backup: str, target_dir: str, org: str |
     repo_row = get_repository(session, b.repository_name)
     check_usable(repo_row, b.organisation)
     target_dir = os.path.abspath(target_dir)
+    archive_context = None
+    if register is not None:
+        _check_registrable(session, register, b.organisation.name, port)
+        archive_context = context_for(register, b.organisation.name)
     target = next(({"kind": k, "value": v} for k, v in (("time", restore_time and restore_time.isoformat()),
                    ("lsn", target_lsn), ("xid", target_xid), ("name", target_name)) if v), {})
-    request = RestoreRequest(cluster=ClusterTarget(name=os.path.basename(target_dir), engine=b.engine, port=port,
-                                                   data_dir=target_dir),
+    request = RestoreRequest(cluster=ClusterTarget(name=register or os.path.basename(target_dir), engine=b.engine,
+                                                   port=port, data_dir=target_dir),
                              method=b.method, snapshot_ids=list(b.snapshot_ids), target_dir=target_dir,
                              restore_time=restore_time, progress=progress, target_position=target_lsn,
                              target_transaction=target_xid, target_name=target_name, start=start, port=port,
-                             force=force, log_context=context_for(b.cluster_name, b.organisation.name))
+                             force=force, log_context=context_for(b.cluster_name, b.organisation.name),
+                             archive_context=archive_context)
     repo = open_repository(repo_row)
     try:
         stages = tool.restore_stages(repo, request) if isinstance(tool, StagedRestore) else \
             [RestoreStage("restore", lambda: tool.restore(repo, request))]     # checks the window: before any row
+        new_cluster = _register_restored(session, b, register, port, target_dir) if register else None
         row = Restore(name=f"{b.cluster_name}-restore-{utcnow():%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
                       organisation_id=b.organisation_id, backup_id=b.id, target_cluster=request.cluster.name,
                       restore_time=restore_time, target_dir=target_dir, target=target, stages=[],
@@ -69,6 +79,10 @@ def create_restore(session: Session, *, backup: str, target_dir: str, org: str |
                                             "failed": True}]
                 row.phase, row.completed_at = PHASE_FAILED, utcnow()
                 row.error_message = f"{stage.name}: {exc}"
+                if new_cluster is not None:          # a failed restore is no cluster to protect
+                    new_cluster.deleted_at = utcnow()
+                    audit.record(session, "cluster.unregister", f"cluster/{new_cluster.name}",
+                                 organisation_id=new_cluster.organisation_id, reason=f"restore {row.name} failed")
                 session.commit()
                 if isinstance(exc, BackupctlError | KeyboardInterrupt):
                     raise
@@ -82,6 +96,38 @@ def create_restore(session: Session, *, backup: str, target_dir: str, org: str |
         return row
     finally:
         repo.close()
+
+
+def _check_registrable(session: Session, name: str, org: str, port: int | None) -> None:
+    from backupctl.services.clusters import get_cluster
+    from backupctl.services.names import check_name
+
+    check_name(name, "cluster")
+    if port is None:
+        raise UsageError(f"registering the restored server as cluster {name} needs its port",
+                         "pass --port P (the port the restored server listens on)")
+    try:
+        get_cluster(session, name, org)
+    except NotFoundError:
+        return
+    raise UsageError(f"a cluster named {name} is already registered in organisation {org}",
+                     "choose another name for the restored cluster")
+
+
+def _register_restored(session: Session, b: Any, name: str, port: int | None, target_dir: str) -> Any:
+    """The restored server as a new cluster: this host's data directory and port, the source's roles."""
+    from backupctl.services.clusters import register_cluster
+
+    source = b.cluster
+    host = source.host if source is not None and source.host and \
+        (source.host.startswith("/") or source.host in ("localhost", "127.0.0.1", "::1")) else "localhost"
+    return register_cluster(session, name=name, engine=b.engine, host=host, port=port,
+                            user=source.user if source is not None else None,
+                            password_env=source.password_env if source is not None else None,
+                            data_dir=target_dir, org=b.organisation.name,
+                            environment=source.environment.name if source is not None else None,
+                            version=source.version if source is not None else None,
+                            topology=source.topology if source is not None else None)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

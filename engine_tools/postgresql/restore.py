@@ -7,6 +7,9 @@ target lies inside the restorable window) is checked when the stages are built.
 
 The restored server fetches WAL with ``restore_command = 'backupctl wal-fetch --cluster
 SOURCE %f %p'`` and has ``archive_mode = off``: a copy never archives into its source's archive.
+A restore that registers the copy as a new cluster (``request.archive_context``) archives
+instead into that cluster's own archive: once promoted, the new timeline's WAL and its
+``.history`` file, so the new cluster can be backed up and restored to a point in time.
 """
 
 from __future__ import annotations
@@ -131,8 +134,14 @@ class RestorePlan:
         if ctx is None:
             raise BackupctlError("no WAL archive was given to this restore", "restore through 'backupctl restore create'")
         fetch = f"{ctx.command} wal-fetch --org {ctx.org} --cluster {self.source_cluster} %f %p"
-        lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'",
-                 "archive_mode = 'off'"]
+        lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'"]
+        own = self.request.archive_context
+        if own is None:
+            lines.append("archive_mode = 'off'")
+        else:
+            # a registered new cluster: once promoted, its new timeline (WAL and .history) goes to its own archive
+            push = f"{own.command} wal-push --org {own.org} --cluster {own.cluster} %p"
+            lines += ["archive_mode = 'on'", f"archive_command = '{_quote(push)}'"]
         t = self.target
         if with_target:
             if t.time is not None:

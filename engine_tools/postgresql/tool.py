@@ -23,10 +23,10 @@ from engine_tools.base import (
     RestoreStage,
 )
 from engine_tools.postgresql import lsn as L
-from engine_tools.postgresql import restore as restore_mod
 from engine_tools.postgresql import wal
-from engine_tools.postgresql.backup import full_backup
-from engine_tools.postgresql.connect import connect
+
+# backup, restore and connect (psycopg) are imported where used: the server runs wal-push and
+# wal-fetch once per WAL file, and they need none of them.
 
 METHOD = "pg-physical"
 
@@ -52,6 +52,8 @@ class PostgresTool:
                              "--archive-config'")
         if request.type not in ("full", "incremental"):
             raise UsageError(f"the {METHOD} method does not take {request.type} backups", "use --type full")
+        from engine_tools.postgresql.backup import full_backup
+
         return full_backup(repo, request, self._hint(request.cluster))
 
     @staticmethod
@@ -61,6 +63,8 @@ class PostgresTool:
 
     # -- restore ---------------------------------------------------------------------------
     def restore_stages(self, repo: Repository, request: RestoreRequest) -> list[RestoreStage]:
+        from engine_tools.postgresql import restore as restore_mod
+
         return restore_mod.stages(repo, request)
 
     def restore(self, repo: Repository, request: RestoreRequest) -> None:
@@ -90,6 +94,8 @@ class PostgresTool:
         return wal.fetch(repo, name, dest, cluster=cluster.name, org=context.org, state_dir=context.state_dir)
 
     def log_status(self, repo: Repository, cluster: ClusterTarget, context: LogContext) -> dict[str, Any]:
+        from engine_tools.postgresql.connect import connect
+
         listing = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org)
         current = timeline = None
         archiver: dict[str, Any] = {}
@@ -115,6 +121,8 @@ class PostgresTool:
                       wait: float) -> dict[str, Any]:
         if not name or len(name) >= 64:
             raise UsageError(f"invalid restore point name {name!r}", "give 1 to 63 characters")
+        from engine_tools.postgresql.connect import connect
+
         with connect(cluster) as conn:
             lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()[0]
             timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from backupctl import archive_spool
 from backupctl.errors import BackupctlError, UsageError
 from backupctl.repository import Repository
 from backupctl.repository.backup import backup_paths, backup_stream
@@ -184,16 +185,11 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
         raise UsageError(f"{path} is not a WAL file", "archive_command must pass %p")
     if not os.path.isfile(abspath):
         raise UsageError(f"WAL file {abspath} does not exist", "archive_command must pass %p, run from the data directory")
-    spool = os.path.join(state_dir, "pushed")
-    marker = os.path.join(spool, name)
-    if os.path.exists(marker):
-        if os.path.getsize(abspath) == _marker_size(marker):
-            os.unlink(marker)
-            return PushResult(name, [], from_spool=True)
-        os.unlink(marker)                  # same name, other content: store it again
+    if archive_spool.take(state_dir, abspath):
+        return PushResult(name, [], from_spool=True)
     files = [abspath]
     if batch:
-        files += _waiting(os.path.dirname(abspath), name, spool)
+        files += _waiting(os.path.dirname(abspath), name, state_dir)
     pg_wal = os.path.dirname(abspath)
     data_dir = os.path.dirname(pg_wal)
     entries = [{"name": os.path.basename(f), "size": os.path.getsize(f)} for f in files]
@@ -205,23 +201,13 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
     if snap.summary.get("warning_count"):
         raise BackupctlError(f"archiving {name} did not read every file: {snap.summary.get('warnings')}",
                              "PostgreSQL will retry; check the permissions of pg_wal")
-    os.makedirs(spool, exist_ok=True)
     for e in entries[1:]:
-        with open(os.path.join(spool, e["name"]), "w") as f:
-            f.write(str(e["size"]))
+        archive_spool.mark(state_dir, e["name"], e["size"])
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
 
 
-def _marker_size(marker: str) -> int:
-    try:
-        with open(marker) as f:
-            return int(f.read().strip() or -1)
-    except (OSError, ValueError):
-        return -1
-
-
-def _waiting(pg_wal: str, asked: str, spool: str) -> list[str]:
+def _waiting(pg_wal: str, asked: str, state_dir: str) -> list[str]:
     """Other WAL files PostgreSQL has marked ready to archive, oldest first, within the batch limits."""
     status = os.path.join(pg_wal, "archive_status")
     try:
@@ -230,7 +216,7 @@ def _waiting(pg_wal: str, asked: str, spool: str) -> list[str]:
         return []
     out, total = [], 0
     for n in ready:
-        if n == asked or not L.is_wal_file(n) or os.path.exists(os.path.join(spool, n)):
+        if n == asked or not L.is_wal_file(n) or archive_spool.is_marked(state_dir, n):
             continue
         p = os.path.join(pg_wal, n)
         try:

@@ -47,9 +47,16 @@ def world():
     d = insert_batch(conn, 16)
     _, lsn2 = mark(conn)
     e = insert_batch(conn, 21)
+    x = [26, 27, 28]                                # one transaction of three rows: its xid is the target
+    with conn.transaction():
+        for i in x:
+            conn.execute("INSERT INTO t(id) VALUES (%s)", [i])
+        xid = conn.execute("SELECT txid_current()").fetchone()[0]
+    f = insert_batch(conn, 31)
     src.wait_archived(conn)
-    w = {"env": env, "src": src, "conn": conn, "backup": backup, "t1": t1, "lsn2": lsn2,
-         "before_t1": a + b, "before_rp1": a + b + c, "before_lsn2": a + b + c + d, "all": a + b + c + d + e}
+    w = {"env": env, "src": src, "conn": conn, "backup": backup, "t1": t1, "lsn2": lsn2, "xid": xid,
+         "before_t1": a + b, "before_rp1": a + b + c, "before_lsn2": a + b + c + d,
+         "through_xid": a + b + c + d + e + x, "all": a + b + c + d + e + x + f}
     yield w
     conn.close()
     src.stop()
@@ -105,6 +112,12 @@ def test_restore_to_a_time_has_exactly_the_rows_committed_before_it(world):
 def test_restore_to_an_lsn_has_exactly_the_rows_committed_before_it(world):
     proc, target, port = restore(world, "at-lsn", "--target-lsn", world["lsn2"])
     assert rows_of_restored(world, target, port) == world["before_lsn2"]
+
+
+def test_restore_to_a_transaction_id_includes_that_transaction_and_nothing_after(world):
+    proc, target, port = restore(world, "at-xid", "--target-xid", str(world["xid"]))
+    assert json.loads(proc.stdout)["target"] == {"kind": "xid", "value": str(world["xid"])}
+    assert rows_of_restored(world, target, port) == world["through_xid"]     # recovery_target_inclusive = on
 
 
 def test_restore_to_a_named_restore_point(world):
