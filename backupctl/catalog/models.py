@@ -276,6 +276,7 @@ class Restore(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
     backup_id: Mapped[int | None] = mapped_column(ForeignKey("backups.id", ondelete="SET NULL"))
+    backup: Mapped[Backup | None] = relationship()
     target_cluster: Mapped[str] = mapped_column(String(128))
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     restore_time: Mapped[datetime | None]

@@ -9,6 +9,7 @@ import click
 from backupctl.catalog.db import session_scope
 from backupctl.cli.catalog_options import org_option, print_fields, print_table
 from backupctl.cli.common import json_option, print_json
+from backupctl.cli.progress_view import TerminalProgress
 from backupctl.errors import UsageError
 from backupctl.services import restores as service
 
@@ -32,7 +33,9 @@ def command() -> None:
 
 
 @command.command("create")
-@click.option("--backup", "backup", required=True, help="The backup to restore (its name).")
+@click.option("--backup", "backup", help="The backup to restore (its name).")
+@click.option("--cluster", "cluster", help="Instead of --backup: restore this cluster from its newest backup that "
+                                           "precedes --restore-time (or its newest backup).")
 @click.option("--target-dir", required=True, type=click.Path(), help="New or empty data directory to restore into.")
 @click.option("--restore-time", help="Recover to this time (ISO 8601 with a time zone).")
 @click.option("--target-lsn", help="Recover to this log position (e.g. an LSN 0/3000148).")
@@ -46,14 +49,20 @@ def command() -> None:
                    "timeline's WAL into NAME's archive, so NAME can be backed up and restored in turn.")
 @org_option
 @json_option
-def create(backup: str, target_dir: str, restore_time: str | None, target_lsn: str | None, target_xid: str | None,
-           target_name: str | None, start: bool, port: int | None, force: bool, register: str | None, org: str,
-           as_json: bool) -> None:
+def create(backup: str | None, cluster: str | None, target_dir: str, restore_time: str | None,
+           target_lsn: str | None, target_xid: str | None, target_name: str | None, start: bool, port: int | None,
+           force: bool, register: str | None, org: str, as_json: bool) -> None:
     """Restore a backup into TARGET-DIR, to the latest state or to a point in time."""
-    with session_scope() as s:
-        r = service.create_restore(s, backup=backup, target_dir=target_dir, org=org, restore_time=_time(restore_time),
+    if (backup is None) == (cluster is None):
+        raise UsageError("name what to restore with --backup NAME or --cluster NAME (one of them)",
+                         "see 'backupctl backup list'")
+    at = _time(restore_time)
+    with session_scope() as s, TerminalProgress("restore", enabled=False if as_json else None) as progress:
+        if backup is None:
+            backup = service.choose_backup(s, cluster, org, at)
+        r = service.create_restore(s, backup=backup, target_dir=target_dir, org=org, restore_time=at,
                                    target_lsn=target_lsn, target_xid=target_xid, target_name=target_name,
-                                   start=start, port=port, force=force, register=register)
+                                   start=start, port=port, force=force, register=register, progress=progress)
         data = service.restore_to_dict(r)
     if as_json:
         print_json(data)

@@ -27,6 +27,27 @@ from engine_tools import registry
 from engine_tools.base import ClusterTarget, RestoreRequest, RestoreStage, StagedRestore
 
 
+def choose_backup(session: Session, cluster: str, org: str | None, restore_time: datetime | None) -> str:
+    """The base a restore of ``cluster`` should start from, as pgBackRest picks its backup set: the
+    newest completed backup that was consistent before ``restore_time`` (the newest of all without a
+    time). Incrementals count: their chain is restored with them."""
+    from backupctl.catalog.models import Backup
+    from backupctl.services.clusters import get_cluster
+
+    target = get_cluster(session, cluster, org)
+    rows = session.scalars(select(Backup).where(Backup.cluster_id == target.id, Backup.phase == PHASE_COMPLETED,
+                                                Backup.restorable_from.is_not(None))
+                           .order_by(Backup.restorable_from.desc())).all()
+    for b in rows:
+        if restore_time is None or b.restorable_from <= restore_time:
+            return b.name
+    if not rows:
+        raise NotFoundError(f"cluster {cluster} has no completed backup", f"take one: 'backupctl backup create "
+                                                                         f"--cluster {cluster}'")
+    raise UsageError(f"no backup of cluster {cluster} is older than {restore_time.isoformat()}; the oldest became "
+                     f"consistent at {rows[-1].restorable_from.isoformat()}", "choose a later restore time")
+
+
 def create_restore(session: Session, *, backup: str, target_dir: str, org: str | None = None,
                    restore_time: datetime | None = None, target_lsn: str | None = None,
                    target_xid: str | None = None, target_name: str | None = None, start: bool = False,
@@ -155,7 +176,8 @@ def restore_to_dict(r: Restore) -> dict[str, Any]:
         return v.isoformat() if v else None
 
     total = sum(s.get("seconds", 0) for s in r.stages or [])
-    return {"name": r.name, "backup_id": r.backup_id, "target_cluster": r.target_cluster, "target_dir": r.target_dir,
+    return {"name": r.name, "backup_id": r.backup_id, "backup": r.backup.name if r.backup else None,
+            "target_cluster": r.target_cluster, "target_dir": r.target_dir,
             "target": dict(r.target or {}), "phase": r.phase, "started_at": iso(r.started_at),
             "completed_at": iso(r.completed_at), "stages": list(r.stages or []), "rto_seconds": round(total, 3),
             "error_message": r.error_message}

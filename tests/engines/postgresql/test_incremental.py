@@ -55,14 +55,16 @@ def test_incrementals_chain_to_their_parent_and_store_only_changed_pages(world):
     assert inc1["logical_size"] == pytest.approx(full["logical_size"], rel=0.2)
 
 
-def restore(world, backup_name: str, target_name: str, *args: str):
+def restore(world, backup_name: str | None, target_name: str, *args: str):
     from tests.engines.postgresql.conftest import free_port
 
     env = world["env"]
     port = free_port()
     target = env.root / target_name
-    env.backupctl("restore", "create", "--backup", backup_name, "--target-dir", str(target), "--start",
-                  "--port", str(port), "--json", *args, user="root")
+    which = ["--backup", backup_name] if backup_name else ["--cluster", "src"]
+    proc = env.backupctl("restore", "create", *which, "--target-dir", str(target), "--start",
+                         "--port", str(port), "--json", *args, user="root")
+    world["last_restore"] = json.loads(proc.stdout)
     return target, port
 
 
@@ -79,4 +81,10 @@ def test_restore_of_a_chain_of_incrementals_to_latest(world):
 
 def test_point_in_time_restore_from_an_incremental(world):
     target, port = restore(world, world["inc1"]["name"], "inc-pitr", "--restore-time", world["t_mid"].isoformat())
+    assert rows_of_restored(world, target, port) == world["before_mid"]
+
+
+def test_restore_by_cluster_and_time_picks_the_newest_base_before_that_time(world):
+    target, port = restore(world, None, "inc-auto", "--restore-time", world["t_mid"].isoformat())
+    assert world["last_restore"]["backup"] == world["inc1"]["name"]      # inc2 was taken after t_mid
     assert rows_of_restored(world, target, port) == world["before_mid"]
