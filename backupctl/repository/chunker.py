@@ -16,7 +16,7 @@ import pyfastcdc
 
 from backupctl.repository.config import RepoConfig
 
-BUFFER_SIZE = 12 * 1024 * 1024
+BUFFER_SIZE = 8 * 1024 * 1024
 BUFFERS = 4
 
 

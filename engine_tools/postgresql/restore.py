@@ -15,6 +15,7 @@ instead into that cluster's own archive: once promoted, the new timeline's WAL a
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,14 +28,17 @@ from backupctl.repository import Repository, Snapshot
 from backupctl.repository.restore import restore_snapshot, restore_stream
 from backupctl.repository.tree import walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
-from engine_tools.postgresql import delta
-from engine_tools.postgresql import server
+from engine_tools.postgresql import delta, server
+from engine_tools.postgresql import lsn as L
 from engine_tools.postgresql.backup import EMPTY_DIRS, ENGINE_KEY
 from engine_tools.postgresql.pitr import Target, Window, check_target, window
-from engine_tools.postgresql.wal import refresh_listing
+from engine_tools.postgresql.wal import Listing, prefetch, refresh_listing
 
 LOG_NAME = "backupctl-restore.log"
 REPLAY_TIMEOUT = float(os.environ.get("BACKUPCTL_PG_REPLAY_TIMEOUT", "3600"))
+# WAL fetched ahead of replay at most (MiB); later segments are fetched one restore_command at a time.
+PREFETCH_MB = int(os.environ.get("BACKUPCTL_RESTORE_PREFETCH_MB", "2048"))
+SPOOL_LISTING = "archive-listing"
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 
 
@@ -49,6 +53,7 @@ class RestorePlan:
     window: Window | None
     source_cluster: str
     source_org: str
+    listing: Listing | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,6 +139,12 @@ class RestorePlan:
         if ctx is None:
             raise BackupctlError("no WAL archive was given to this restore", "restore through 'backupctl restore create'")
         fetch = f"{ctx.command} wal-fetch --org {ctx.org} --cluster {self.source_cluster} %f %p"
+        if self.spool and os.path.isdir(self.spool):
+            # Files fetched ahead are copied by the shell; a timeline history file the archive does
+            # not list is answered "missing" at once; anything else goes to wal-fetch.
+            sp = shlex.quote(self.spool)
+            fetch = (f"if [ -f {sp}/%f ]; then cp {sp}/%f %p; else case %f in *.history) grep -qxF %f "
+                     f"{sp}/{SPOOL_LISTING} || exit 1;; esac; {fetch}; fi")
         lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'"]
         own = self.request.archive_context
         if own is None:
@@ -161,6 +172,37 @@ class RestorePlan:
         open(signal, "w").close()
         self._own_files(auto, signal)
         return {"settings": lines}
+
+    # -- stage 2 (before the settings that point at it) -------------------------------------------------
+    @property
+    def spool(self) -> str:
+        return self.target_dir.rstrip("/") + ".wal-spool"
+
+    def fetch_wal(self) -> dict[str, Any]:
+        """Fetch ahead, in one repository session, the WAL replay will ask for: the backup's timeline
+        from its start segment to the end of the window (or the target LSN), up to a size cap, and
+        every timeline history file. Replay then reads local files."""
+        if self.window is None or self.listing is None:
+            return {"files": 0, "bytes": 0}
+        size = int(self.positions["segment_size"])
+        tl = self.window.timeline
+        first = L.segment_of(L.parse_lsn(self.positions["start_lsn"]), size)
+        last_lsn = L.parse_lsn(self.target.lsn) if self.target.lsn else self.window.end_lsn - 1
+        last = L.segment_of(max(last_lsn, 0), size)
+        cap = PREFETCH_MB * 1024 * 1024
+        names = [L.segment_name(tl, seg, size) for seg in range(first, min(last, first + cap // size - 1) + 1)]
+        names += [n for n in self.listing.files if n.endswith(".history")]
+        if os.path.isdir(self.spool):
+            shutil.rmtree(self.spool)
+        os.makedirs(self.spool, mode=0o755)
+        with open(os.path.join(self.spool, SPOOL_LISTING), "w") as f:
+            f.write("".join(f"{n}\n" for n in sorted(self.listing.files)))
+        os.chmod(os.path.join(self.spool, SPOOL_LISTING), 0o644)
+        files, nbytes = prefetch(self.repo, self.listing, names, self.spool)
+        return {"files": files, "bytes": nbytes, "spool": self.spool}
+
+    def remove_spool(self) -> None:
+        shutil.rmtree(self.spool, ignore_errors=True)
 
     def _own_files(self, *paths: str) -> None:
         if os.geteuid() == 0:
@@ -295,7 +337,7 @@ def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
     if len(chosen) > 1:
         raise UsageError(f"give one recovery target, not {' and '.join(chosen)}",
                          "use one of --restore-time, --target-lsn, --target-xid, --target-name")
-    w = None
+    w = listing = None
     if request.log_context is not None:
         listing = refresh_listing(repo, request.log_context.state_dir, source, org)
         w = window(positions, listing, cluster=source)
@@ -303,12 +345,19 @@ def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
     elif target.kind():
         raise UsageError("a point-in-time restore needs the WAL archive of the source cluster",
                          "restore through 'backupctl restore create'")
-    return RestorePlan(repo, request, label, data, positions, target, w, source, org)
+    return RestorePlan(repo, request, label, data, positions, target, w, source, org, listing)
 
 
 def stages(repo: Repository, request: RestoreRequest) -> list[RestoreStage]:
     plan = plan_restore(repo, request)
-    out = [RestoreStage("prepare_data", plan.prepare_data), RestoreStage("configure_recovery", plan.configure_recovery)]
+    out = [RestoreStage("prepare_data", plan.prepare_data), RestoreStage("fetch_wal", plan.fetch_wal),
+           RestoreStage("configure_recovery", plan.configure_recovery)]
     if request.start:
-        out += [RestoreStage("start", plan.start), RestoreStage("replay", plan.replay)]
+        def replay() -> dict[str, Any]:
+            try:
+                return plan.replay()
+            finally:
+                plan.remove_spool()   # without --start the spool stays for the server the user starts
+
+        out += [RestoreStage("start", plan.start), RestoreStage("replay", replay)]
     return out

@@ -269,6 +269,34 @@ def fetch(repo: Repository, name: str, dest: str, *, cluster: str, org: str, sta
     return True
 
 
+# -- prefetch for a restore -------------------------------------------------------------------------------
+def prefetch(repo: Repository, listing: Listing, names: list[str], spool: str, threads: int = 4) -> tuple[int, int]:
+    """Write archived files ``names`` into directory ``spool`` in this one repository session, several
+    snapshots at a time; returns (files, bytes). restore_command then copies from the spool (see
+    restore.py) instead of starting a backupctl per file, which costs ~0.7 s each."""
+    by_snapshot: dict[str, list[str]] = {}
+    for name in names:
+        entry = listing.files.get(name)
+        if entry is not None:
+            by_snapshot.setdefault(entry.snapshot, []).append(name)
+
+    def fetch_snapshot(item: tuple[str, list[str]]) -> int:
+        sid, wanted = item
+        snap = load_snapshot(repo.store, repo.key, sid)
+        total = 0
+        for name in wanted:
+            tmp = os.path.join(spool, f".{name}.tmp")
+            with open(tmp, "wb") as out:
+                total += restore_stream(repo, snap, out, name=name)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, os.path.join(spool, name))
+        return total
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        sizes = list(pool.map(fetch_snapshot, by_snapshot.items()))
+    return sum(len(v) for v in by_snapshot.values()), sum(sizes)
+
+
 # -- restore points --------------------------------------------------------------------------------------
 def record_restore_point(repo: Repository, *, cluster: str, org: str, name: str, lsn: str, timeline: int,
                          state_dir: str, tags: list[str]) -> str:

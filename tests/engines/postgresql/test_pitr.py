@@ -8,6 +8,7 @@ point. A restore to a target must hold every row committed before it and none af
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -99,7 +100,11 @@ def test_full_backup_records_positions_and_restorable_range(world):
 def test_restore_to_latest_has_every_archived_row(world):
     proc, target, port = restore(world, "latest")
     data = json.loads(proc.stdout)
-    assert [s["name"] for s in data["stages"]] == ["prepare_data", "configure_recovery", "start", "replay"]
+    assert [s["name"] for s in data["stages"]] == ["prepare_data", "fetch_wal", "configure_recovery", "start",
+                                                   "replay"]
+    fetched = next(s for s in data["stages"] if s["name"] == "fetch_wal")
+    assert fetched["details"]["files"] >= 2, fetched                 # replay read WAL fetched ahead...
+    assert not os.path.exists(fetched["details"]["spool"])          # ...and the spool is gone afterwards
     assert all(s["seconds"] >= 0 for s in data["stages"]) and data["rto_seconds"] > 0
     assert rows_of_restored(world, target, port) == world["all"]
 
