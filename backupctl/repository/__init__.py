@@ -1,7 +1,9 @@
 """Content-addressed, encrypted, compressed, deduplicated storage shared by every engine.
 
-One file per concept: crypto, key (slots), config, pack, index, snapshot, tree, lock,
-blobsaver (the write pipeline), backup, restore, check, gc.
+One file per concept: crypto (AEAD, keyed ids, KDF), key (key slots), config (format
+version and parameters), chunker (FastCDC over reused buffers), pack, index, snapshot,
+tree, lock, plan and gc (two-phase garbage collection), blobsaver (the write pipeline),
+backup, restore, check, stats; repo ties an opened store to its key and index.
 """
 
 from backupctl.repository.repo import Repository
