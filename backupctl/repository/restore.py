@@ -92,8 +92,8 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
                         raise UsageError(f"snapshot {snapshot.short_id} stores {node.path} in the {node.encoding} "
                                          "encoding of an engine",
                                          "restore this backup with 'backupctl restore create --backup NAME'")
-                    decode(node, path, repo.read_blobs([bytes.fromhex(c) for c in node.chunks]))
-                    writer.count(1, node.logical_size)
+                    writer.run(lambda n=node, p=path: decode(n, p, repo.read_blobs([bytes.fromhex(c) for c in n.chunks])),
+                               node.logical_size)
                 elif node.type in (FILE, STREAM):
                     writer.add(path, node)
                 elif node.type == SYMLINK:
@@ -131,6 +131,24 @@ class _FileWriter:
         self._slots = threading.BoundedSemaphore(window)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
+
+    def run(self, task: Callable[[], None], nbytes: int) -> None:
+        """Run an engine's decoder for one file on the pool (its writes release the GIL too)."""
+        if self._error is not None:
+            raise self._error
+        self._slots.acquire()
+
+        def wrapped() -> None:
+            try:
+                task()
+                self.count(1, nbytes)
+                self.progress.advance(nbytes, 1)
+            except BaseException as exc:
+                self._error = self._error or exc
+            finally:
+                self._slots.release()
+
+        self._pool.submit(wrapped)
 
     def count(self, files: int, nbytes: int) -> None:
         with self._lock:

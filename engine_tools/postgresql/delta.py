@@ -116,6 +116,21 @@ def content_hook(since_lsn: int):
     return hook
 
 
+def _write_run(fd: int, pages: list[memoryview], first_page: int) -> None:
+    offset, left = first_page * PAGE, len(pages) * PAGE
+    while left:
+        n = os.pwritev(fd, pages, offset)
+        offset, left = offset + n, left - n
+        if left:  # a short write (rare): drop what went out and go on
+            while n >= len(pages[0]):
+                n -= len(pages[0])
+                pages = pages[1:]
+            if n:
+                pages = [pages[0][n:], *pages[1:]]
+    for p in pages:
+        p.release()
+
+
 def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
     """Write a delta's pages into the file restored from the parent, and give it its new size."""
     if node.encoding != ENCODING:
@@ -137,6 +152,9 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
                 if magic != MAGIC or page_size != PAGE:
                     raise IntegrityError(f"{node.path}: not a page delta", "the backup is damaged")
                 header_done, pos = True, _HEADER.size
+            run: list[memoryview] = []             # consecutive pages: one pwritev each
+            run_start = 0
+            view = memoryview(pending)
             while len(pending) - pos >= _RECORD.size:
                 (page_no,) = _RECORD.unpack_from(pending, pos)
                 if page_no == _END:
@@ -147,9 +165,17 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
                     break
                 if len(pending) - pos < _RECORD.size + PAGE:
                     break
+                if run and page_no != run_start + len(run):
+                    _write_run(fd, run, run_start)
+                    run = []
+                if not run:
+                    run_start = page_no
                 start = pos + _RECORD.size
-                os.pwrite(fd, memoryview(pending)[start:start + PAGE], page_no * PAGE)
+                run.append(view[start:start + PAGE])
                 pos = start + PAGE
+            if run:
+                _write_run(fd, run, run_start)
+            view.release()
             del pending[:pos]
         if size is None:
             raise IntegrityError(f"{node.path}: the page delta is truncated", "the backup is damaged")
