@@ -76,6 +76,9 @@ class BackupRequest:
     tags: list[str] = field(default_factory=list)
     parent_snapshot_ids: list[str] = field(default_factory=list)   # the parent backup's, for incrementals
     progress: Progress | None = None
+    # Set when the cluster's logs are archived into the repository this backup writes to: the
+    # plugin may then archive the logs the backup needs itself instead of waiting for the server.
+    log_context: "LogContext | None" = None
 
 
 @dataclass

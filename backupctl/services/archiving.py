@@ -55,6 +55,17 @@ def context_for(cluster_name: str, org: str) -> LogContext:
                       tags=[f"cluster={cluster_name}"])
 
 
+def archive_context_of_backup(session: Session, cluster: Cluster, repo_id: int) -> LogContext | None:
+    """The cluster's archiving context when its logs go to the repository a backup writes to (then
+    the backup may archive the logs it needs itself, in the same repository session)."""
+    try:
+        _tool, method = archiver_of(cluster)
+    except UsageError:
+        return None
+    return context_for(cluster.name, cluster.organisation.name) \
+        if resolve_repository(session, cluster, method, None).id == repo_id else None
+
+
 def _open(session: Session, cluster: str, org: str | None) -> tuple[Cluster, LogArchiver, Repository, LogContext]:
     c = get_cluster(session, cluster, org)
     tool, method = archiver_of(c)

@@ -137,10 +137,13 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
                                   engine=target.engine, method=spec.name, type=type,
                                   parent=parent.name if parent else None,
                                   policy=_policy_name(session, policy_id))
+        from backupctl.services.archiving import archive_context_of_backup  # archiving builds on this module
+
         request = BackupRequest(cluster=target_of(target), method=spec.name, type=type,
                                 metadata=snapshot_metadata(manifest),
                                 tags=[f"cluster={target.name}", f"backup={backup.name}"],
-                                parent_snapshot_ids=list(parent.snapshot_ids) if parent else [], progress=progress)
+                                parent_snapshot_ids=list(parent.snapshot_ids) if parent else [], progress=progress,
+                                log_context=archive_context_of_backup(session, target, repo_row.id))
         try:
             result = resolved.tool.backup(repo, request)
         except BaseException as exc:

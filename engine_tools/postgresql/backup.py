@@ -91,6 +91,31 @@ def _parent(repo: Repository, request: BackupRequest) -> tuple[dict[str, Any], S
         list(info.get("chain") or [info["data_snapshot"]])
 
 
+def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_lsn: str, stop_lsn: str,
+                     segment_size: int) -> None:
+    """Archive the WAL segments from the backup's start to its stop, in this repository session.
+
+    pg_backup_stop(false) switched to a new segment, so the stop segment is complete in pg_wal;
+    segments the archiver already stored (``.done``) or that a batch push stored are skipped. Each
+    one stored here is marked in the archive spool, so the server's own archive_command for it
+    answers at once (see backupctl/archive_spool.py).
+    """
+    from backupctl import archive_spool
+    from engine_tools.postgresql import wal
+
+    pg_wal = os.path.join(data_dir, "pg_wal")
+    first = L.segment_of(L.parse_lsn(start_lsn), segment_size)
+    last = L.segment_of(L.parse_lsn(stop_lsn) - 1, segment_size)
+    for seg in range(first, last + 1):
+        name = L.segment_name(timeline, seg, segment_size)
+        path = os.path.join(pg_wal, name)
+        if os.path.exists(os.path.join(pg_wal, "archive_status", f"{name}.done")) \
+                or archive_spool.is_marked(ctx.state_dir, name) or not os.path.exists(path):
+            continue
+        wal.push(repo, path, cluster=ctx.cluster, org=ctx.org, state_dir=ctx.state_dir, tags=ctx.tags)
+        archive_spool.mark(ctx.state_dir, name, os.path.getsize(path))
+
+
 def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> BackupResult:
     """A full backup, or with ``request.type == "incremental"`` one that stores only the pages of
     relation files changed since its parent's start (see delta.py); the rest is the same."""
@@ -128,9 +153,12 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
             raise BackupctlError(f"could not read every file of {data_dir}: {bad[0]}",
                                  "run backupctl as the database's OS user (e.g. postgres) or as root")
         conn.execute(f"SET statement_timeout = '{STOP_TIMEOUT}s'")
+        # With the logs going to this repository, store the backup's WAL here and now rather than
+        # wait for the server to run archive_command (a process per segment); see _archive_own_wal.
+        archive_self = request.log_context is not None
         try:
             stop_lsn, label, space_map = conn.execute(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)").fetchone()
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(%s)", [not archive_self]).fetchone()
         except psycopg.errors.QueryCanceled:
             failed = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
             raise BackupctlError(f"the WAL needed by the backup of {cluster.name} was not archived within "
@@ -146,6 +174,8 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
     timeline = int(fields.get("START TIMELINE", "1"))
     segment_size = int(s["wal_segment_size"]) if int(s["wal_segment_size"]) > 1 << 16 \
         else int(s["wal_segment_size"]) * 8192          # older servers report it in 8 KiB blocks
+    if archive_self:
+        _archive_own_wal(repo, request.log_context, data_dir, timeline, start_lsn, stop_lsn, segment_size)
     positions: dict[str, Any] = {
         "start_lsn": start_lsn, "stop_lsn": stop_lsn, "timeline": timeline,
         "start_time": start_time.isoformat(), "stop_time": stop_time.isoformat(),
