@@ -23,6 +23,7 @@ from backupctl.repository.snapshot import Snapshot
 from backupctl.repository.tree import DIR, FILE, STREAM, SYMLINK, Node, walk_tree
 
 _ZEROS = bytes(8 * 1024 * 1024)
+_ZERO_VIEW = memoryview(_ZEROS)
 
 
 @dataclass
@@ -187,7 +188,7 @@ class _FileWriter:
         try:
             blob = self.repo.read_blob(entry.id)
             n = len(blob)
-            if not (n <= len(_ZEROS) and blob == _ZEROS[:n]):  # zeros stay a hole
+            if not (n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]):  # zeros stay a hole (a view: no copy)
                 view = memoryview(blob)
                 while view:
                     written = os.pwrite(f.fd, view, offset)
