@@ -140,11 +140,12 @@ class RestorePlan:
             raise BackupctlError("no WAL archive was given to this restore", "restore through 'backupctl restore create'")
         fetch = f"{ctx.command} wal-fetch --org {ctx.org} --cluster {self.source_cluster} %f %p"
         if self.spool and os.path.isdir(self.spool):
-            # Files fetched ahead are copied by the shell; a timeline history file the archive does
-            # not list is answered "missing" at once; anything else goes to wal-fetch.
+            # Files fetched ahead are copied by the shell; a file the archive did not list when the
+            # restore began (the end of the window, a timeline probe) is "missing" at once; a listed
+            # one past the prefetch cap goes to wal-fetch.
             sp = shlex.quote(self.spool)
-            fetch = (f"if [ -f {sp}/%f ]; then cp {sp}/%f %p; else case %f in *.history) grep -qxF %f "
-                     f"{sp}/{SPOOL_LISTING} || exit 1;; esac; {fetch}; fi")
+            fetch = (f"if [ -f {sp}/%f ]; then cp {sp}/%f %p; elif grep -qxF %f {sp}/{SPOOL_LISTING}; "
+                     f"then {fetch}; else exit 1; fi")
         lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'"]
         own = self.request.archive_context
         if own is None:
