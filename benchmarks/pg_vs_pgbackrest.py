@@ -43,13 +43,15 @@ import platform
 import re
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import measure  # noqa: E402
+from measure import du_sb, free_port, log, run_measured, wait_idle, warm  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 BACKUPCTL = os.path.join(os.path.dirname(sys.executable), "backupctl")
@@ -63,24 +65,8 @@ MB = 1_000_000
 MiB = 2**20
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------
 # running a child process and measuring it (as in repo_vs_restic.py)
-
-
-def cpu_busy_s() -> float:
-    """Busy CPU seconds of the whole machine so far (all CPUs, from /proc/stat)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
-    busy = sum(v[:8]) - idle
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu_s(pid_file: Path | None) -> float:
@@ -108,52 +94,7 @@ def server_cpu_s(pid_file: Path | None) -> float:
     return total / tck
 
 
-WAIT_IDLE_S = 60.0
-
-
-def wait_idle(max_wait: float | None = None) -> float:
-    """Wait until the machine is quiet (< 0.3 busy CPU over 2 consecutive seconds)."""
-    max_wait = WAIT_IDLE_S if max_wait is None else max_wait
-    t0 = time.monotonic()
-    quiet = 0
-    while time.monotonic() - t0 < max_wait:
-        b0 = cpu_busy_s()
-        time.sleep(0.5)
-        quiet = quiet + 1 if (cpu_busy_s() - b0) / 0.5 < 0.3 else 0
-        if quiet >= 4:
-            break
-    waited = time.monotonic() - t0
-    if max_wait > 0 and quiet < 4:
-        log(f"machine still busy after waiting {waited:.0f} s; measuring anyway")
-    return waited
-
-
 SERVER_PID_FILE: Path | None = None     # the source's postmaster.pid
-
-
-def run_measured(cmd: list[str], env: dict, out_path: Path, cwd: str | None = "/") -> dict:
-    """Run cmd with stdout/stderr to files; wall time and the child's own rusage (wait4).
-
-    ru_maxrss from wait4 is the peak RSS of that child or of the largest descendant it
-    reaped (runuser -> the tool; sh -> pg_basebackup / zstd), not a sum."""
-    err_path = out_path.with_suffix(".err")
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        busy0, pg0 = cpu_busy_s(), server_cpu_s(SERVER_PID_FILE)
-        t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t0
-        busy, pg = cpu_busy_s() - busy0, server_cpu_s(SERVER_PID_FILE) - pg0
-    rc = os.waitstatus_to_exitcode(status)
-    server = max(0.0, pg)
-    return {
-        "cmd": cmd, "rc": rc, "wall_s": wall, "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
-        "maxrss_bytes": ru.ru_maxrss * 1024,
-        "server_cpu_s": server,
-        "other_cpu_s": max(0.0, busy - ru.ru_utime - ru.ru_stime - server),
-        "stdout": out_path.read_text(errors="replace")[-20000:],
-        "stderr": err_path.read_text(errors="replace")[-5000:],
-    }
 
 
 def run(cmd: list[str], env: dict | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -166,34 +107,6 @@ def run(cmd: list[str], env: dict | None = None, check: bool = True, **kw) -> su
 
 def as_pg(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
-
-
-def du_sb(path: Path) -> int:
-    return int(run(["du", "-sb", str(path)]).stdout.split()[0])
-
-
-def warm(path: Path) -> int:
-    """Read every regular file under path once (page cache warm-up)."""
-    n = 0
-    buf = bytearray(4 * MiB)
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            if os.path.islink(p) or not os.path.isfile(p):
-                continue
-            try:
-                with open(p, "rb", buffering=0) as fh:
-                    while k := fh.readinto(buf):
-                        n += k
-            except OSError:
-                pass
-    return n
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chown_pg(*paths: Path) -> None:
@@ -245,7 +158,8 @@ class World:
     # -- helpers ---------------------------------------------------------------------------
     def measured(self, label: str, cmd: list[str], env: dict | None = None) -> dict:
         self.n += 1
-        return run_measured(cmd, env or self.env, self.logs / f"{self.n:02d}-{label}.out")
+        return run_measured(cmd, env or self.env, self.logs / f"{self.n:02d}-{label}.out", cwd="/",
+                            server_cpu=lambda: server_cpu_s(SERVER_PID_FILE))
 
     def psql(self, sql: str, port: int | None = None) -> str:
         return run(as_pg([str(PG_BIN / "psql"), "-h", str(self.sock), "-p", str(port or self.port), "-d", "postgres",
@@ -688,8 +602,8 @@ def main(argv=None) -> int:
     ap.add_argument("--wait-idle", type=float, default=60.0,
                     help="before each timed step, wait up to this many seconds for the machine to be idle")
     args = ap.parse_args(argv)
-    global WAIT_IDLE_S, SERVER_PID_FILE
-    WAIT_IDLE_S = args.wait_idle
+    global SERVER_PID_FILE
+    measure.WAIT_IDLE_S = args.wait_idle
     if os.geteuid() != 0:
         ap.error("needs root (runs PostgreSQL and the tools as the postgres user)")
     for exe in (PGBACKREST, ZSTD, str(PG_BIN / "postgres")):

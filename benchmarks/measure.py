@@ -1,0 +1,117 @@
+"""Measuring child processes fairly, shared by the benchmarks: wall time, the child's own rusage
+(peak RSS via wait4), CPU used by anything else meanwhile, waiting for a quiet machine, and
+warming the page cache so both tools start from the same state."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MB = 1_000_000
+MiB = 2**20
+WAIT_IDLE_S = 60.0  # the scripts' --wait-idle sets it
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def cpu_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all CPUs, from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    busy = sum(v[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(max_wait: float | None = None) -> float:
+    """Wait until the machine is quiet (< 0.3 busy CPU over 2 consecutive seconds).
+
+    Returns the seconds waited; gives up after max_wait (then the step's
+    other_cpu_s shows the disturbance)."""
+    max_wait = WAIT_IDLE_S if max_wait is None else max_wait
+    t0 = time.monotonic()
+    quiet = 0
+    while time.monotonic() - t0 < max_wait:
+        b0 = cpu_busy_s()
+        time.sleep(0.5)
+        quiet = quiet + 1 if (cpu_busy_s() - b0) / 0.5 < 0.3 else 0
+        if quiet >= 4:
+            break
+    waited = time.monotonic() - t0
+    if max_wait > 0 and quiet < 4:
+        log(f"machine still busy after waiting {waited:.0f} s; measuring anyway")
+    return waited
+
+
+def run_measured(cmd: list[str], env: dict, out_path: Path, cwd: str | None = None,
+                 server_cpu: Callable[[], float] | None = None) -> dict:
+    """Run cmd with stdout/stderr to files; wall time and the child's own rusage.
+
+    ``server_cpu``: CPU seconds of a server the command talks to (a database), counted apart.
+
+    os.wait4 gives the rusage of exactly this child (ru_maxrss = its peak RSS,
+    or that of a descendant it reaped if larger), not an accumulation over
+    all children of this script.
+    """
+    err_path = out_path.with_suffix(".err")
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy0, srv0 = cpu_busy_s(), server_cpu() if server_cpu else 0.0
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        busy = cpu_busy_s() - busy0
+        server = max(0.0, server_cpu() - srv0) if server_cpu else 0.0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "cmd": cmd,
+        "rc": p.returncode,
+        "wall_s": wall,
+        "user_s": ru.ru_utime,
+        "sys_s": ru.ru_stime,
+        "maxrss_bytes": ru.ru_maxrss * 1024,  # Linux: kilobytes
+        # CPU seconds used on the machine by anything else while the tool ran
+        # (other processes, kernel writeback): a sign of a disturbed measurement
+        "server_cpu_s": server,
+        "other_cpu_s": max(0.0, busy - ru.ru_utime - ru.ru_stime - server),
+        "stdout": out_path.read_text(errors="replace")[-20000:],
+        "stderr": err_path.read_text(errors="replace")[-5000:],
+    }
+
+
+def du_sb(path: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def warm(path: Path) -> int:
+    """Read every regular file under path once (page cache warm-up)."""
+    n = 0
+    buf = bytearray(4 * MiB)
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            try:
+                with open(p, "rb", buffering=0) as fh:
+                    while k := fh.readinto(buf):
+                        n += k
+            except OSError:
+                pass
+    return n
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
