@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from backupctl.cli.common import (human_bytes, json_option, open_repository, password_from, print_json,
@@ -151,9 +153,7 @@ def key_list(repo_url, password_file, password_command, as_json):
         print_json(rows)
         return
     for r in rows:
-        import datetime as _dt
-
-        when = _dt.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{'*' if r['current'] else ' '} {r['id'][:8]}  {r['username']}@{r['hostname']}  {when}")
 
 

@@ -29,7 +29,6 @@ INDEX_EVERY_BLOBS = 50_000
 class SaveStats:
     blobs_new: int = 0
     blobs_reused: int = 0
-    bytes_new_raw: int = 0       # plaintext bytes of new blobs
     bytes_added: int = 0         # bytes written to the repository's packs, headers included
     packs: int = 0
 
@@ -112,7 +111,6 @@ class BlobSaver:
                 self._writer = PackWriter(self._buffers.get())
             self._writer.seal(self.key, blob_id, blob_type, flags, payload, raw_length)
             self.stats.blobs_new += 1
-            self.stats.bytes_new_raw += raw_length
             if self._writer.size >= self.pack_size:
                 full, self._writer = self._writer, None
         if full is not None:

@@ -32,7 +32,6 @@ from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from backupctl.repository.tree import walk_tree
 
 
-
 @dataclass
 class GcReport:
     packs_deleted: int = 0

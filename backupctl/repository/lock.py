@@ -83,7 +83,6 @@ class Lock:
                              os.urandom(16).hex())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lost = False
 
     @property
     def name(self) -> str:
@@ -117,7 +116,6 @@ class Lock:
     def check_still_held(self) -> None:
         """Before committing, make sure nobody could have judged this lock stale."""
         if time.time() - self.info.refreshed > STALE_AFTER - REFRESH_EVERY or not self.store.exists(self.name):
-            self.lost = True
             raise LockedError("this process's repository lock went stale or was removed",
                               "the operation was not committed; run it again")
 
@@ -132,12 +130,3 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def remove_stale_locks(store: Store, key: MasterKey) -> int:
-    removed = 0
-    for info in list_locks(store, key):
-        if info.is_stale():
-            store.delete(LOCKS_PREFIX + info.id)
-            removed += 1
-    return removed

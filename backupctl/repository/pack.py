@@ -17,7 +17,6 @@ from backupctl.errors import IntegrityError
 from backupctl.repository.crypto import OVERHEAD, MasterKey
 
 DATA, TREE = 0, 1
-BLOB_TYPES = {DATA: "data", TREE: "tree"}
 COMPRESSED = 1
 
 _HEADER_ENTRY = struct.Struct("<BBII32s")

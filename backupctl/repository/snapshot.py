@@ -38,10 +38,6 @@ class Snapshot:
     def short_id(self) -> str:
         return self.id[:8]
 
-    @property
-    def datetime(self) -> datetime:
-        return datetime.fromisoformat(self.time)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
