@@ -93,7 +93,9 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
                         raise UsageError(f"snapshot {snapshot.short_id} stores {node.path} in the {node.encoding} "
                                          "encoding of an engine",
                                          "restore this backup with 'backupctl restore create --backup NAME'")
-                    writer.run(lambda n=node, p=path: decode(n, p, repo.read_blobs([bytes.fromhex(c) for c in n.chunks])),
+                    # Decoders already run several at once on the writer's pool: each reads its own
+                    # blobs in order, without a pool of its own.
+                    writer.run(lambda n=node, p=path: decode(n, p, (repo.read_blob(bytes.fromhex(c)) for c in n.chunks)),
                                node.logical_size)
                 elif node.type in (FILE, STREAM):
                     writer.add(path, node)
