@@ -9,6 +9,9 @@ import time
 class Progress:
     """Counts work; subclasses render it. Thread-safe: workers and scanners report concurrently."""
 
+    # Whether anyone shows the totals: only then is a tree walked ahead of a backup for the ETA.
+    shows_totals = False
+
     def __init__(self) -> None:
         self.total_bytes = 0
         self.total_files = 0

@@ -15,6 +15,7 @@ class TerminalProgress(Progress):
     def __init__(self, description: str, enabled: bool | None = None) -> None:
         super().__init__()
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.shows_totals = self.enabled
         self._bar = None
         if self.enabled:
             self._bar = RichBar(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),

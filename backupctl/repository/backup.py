@@ -392,8 +392,8 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
         elif isinstance(parent, str):
             parent = repo.find_snapshot(parent)
         archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook)
-        scanner = threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True)
-        scanner.start()
+        if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
+            threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:
             archiver.add_tree(sources, parent)
             return archiver.commit(paths=abs_paths, tags=list(tags), parent=parent, metadata=metadata, lock=lock,
