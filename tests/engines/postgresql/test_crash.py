@@ -2,8 +2,9 @@
 are being copied) leaves no usable-looking backup: the catalogue row is Failed, nothing restores it,
 rebuilding the catalogue from the repository does not bring it back, and the repository checks clean.
 
-The source holds pgbench -i -s 6 (about 100 MB), so the copy takes long enough to be interrupted; the
-kill comes once the session of the backup has called pg_backup_start.
+The source holds pgbench -i -s 6 (about 100 MB). A repeated backup of it dedups and takes well under a
+second, so rather than race the copy the test freezes the backup process (SIGSTOP) the moment its session
+has called pg_backup_start, does the damage, and only then lets it go on (SIGCONT).
 """
 
 from __future__ import annotations
@@ -50,18 +51,18 @@ def start_backup(env) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_copying(inst, proc: subprocess.Popen) -> None:
-    """Until the backup's session has started the backup (the data files are being read)."""
+def freeze_when_copying(inst, proc: subprocess.Popen) -> None:
+    """Stop the backup process as soon as its session has started the backup (the data files are next)."""
     deadline = time.monotonic() + 30
     with inst.connect() as conn:
         while time.monotonic() < deadline:
             if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backupctl' "
                             "AND query LIKE '%pg_backup_start%'").fetchone()[0]:
-                time.sleep(0.2)
+                proc.send_signal(signal.SIGSTOP)
                 assert proc.poll() is None, "the backup finished before the crash: make the database bigger"
                 return
             assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
+            time.sleep(0.005)
     raise AssertionError("the backup never started")
 
 
@@ -102,7 +103,7 @@ def assert_nothing_usable(world) -> None:
 def test_killing_the_backup_process_leaves_a_failed_backup_and_frees_the_cluster(busy):
     env, inst = busy["env"], busy["inst"]
     proc = start_backup(env)
-    wait_copying(inst, proc)
+    freeze_when_copying(inst, proc)
     proc.kill()
     proc.wait()
     listed = backups(env)                    # finds the Running row whose process is gone and fails it
@@ -119,7 +120,7 @@ def test_killing_the_backup_process_leaves_a_failed_backup_and_frees_the_cluster
 def test_killing_the_source_server_mid_backup_leaves_a_failed_backup(busy):
     env, inst = busy["env"], busy["inst"]
     proc = start_backup(env)
-    wait_copying(inst, proc)
+    freeze_when_copying(inst, proc)
     postmaster = int((inst.data / "postmaster.pid").read_text().split()[0])
     children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == postmaster]
     for pid in [postmaster, *children]:          # the whole server at once, as a power cut would
@@ -127,6 +128,7 @@ def test_killing_the_source_server_mid_backup_leaves_a_failed_backup(busy):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
     assert "broke during the backup" in err and "not usable" in err and "Traceback" not in err
