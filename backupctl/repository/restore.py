@@ -65,13 +65,19 @@ def _wanted(node: Node, include: list[str] | None) -> bool:
 
 # (entry, its path in the target, its stored bytes in order) -> writes the decoded file
 Decoder = Callable[[Node, str, Iterator[bytes]], None]
+# An entry in an engine's encoding -> what it is applied on top of, oldest first: an entry stored
+# whole, then the encoded entries between (an incremental backup's chain). None: on the file
+# already in the target.
+Layers = Callable[[Node], "list[Node] | None"]
 
 
 def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, include: list[str] | None = None,
                      overwrite: bool = False, progress: Progress | None = None,
-                     decode: Decoder | None = None) -> RestoreSummary:
+                     decode: Decoder | None = None, layers: Layers | None = None) -> RestoreSummary:
     """Restore a snapshot's tree into ``target``. Entries an engine stored in its own encoding are
-    handed to ``decode`` (the engine's); without one, such a snapshot is refused."""
+    handed to ``decode`` (the engine's); without one, such a snapshot is refused. With ``layers``,
+    such an entry's base is written first (in parallel chunks, as any file) and then every layer
+    decoded onto it in order, so a chain of backups restores in one pass, each file written once."""
     progress = progress or Progress()
     progress.add_total(int(snapshot.summary.get("bytes_total", 0)), int(snapshot.summary.get("files_new", 0)))
     progress.total_complete()
@@ -93,10 +99,16 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
                         raise UsageError(f"snapshot {snapshot.short_id} stores {node.path} in the {node.encoding} "
                                          "encoding of an engine",
                                          "restore this backup with 'backupctl restore create --backup NAME'")
-                    # Decoders already run several at once on the writer's pool: each reads its own
-                    # blobs in order, without a pool of its own.
-                    writer.run(lambda n=node, p=path: decode(n, p, (repo.read_blob(bytes.fromhex(c)) for c in n.chunks)),
-                               node.logical_size)
+                    below = layers(node) if layers is not None else None
+                    if below:
+                        def then(n=node, p=path, encoded=[*below[1:], node], base_size=below[0].size):
+                            _decode_layers(repo, decode, encoded, p, n)
+                            writer.count(0, n.logical_size - base_size)
+                        writer.add(path, below[0], then=then)
+                    else:
+                        # Decoders already run several at once on the writer's pool: each reads its
+                        # own blobs in order, without a pool of its own.
+                        writer.run(lambda n=node, p=path: _decode_layers(repo, decode, [n], p, n), node.logical_size)
                 elif node.type in (FILE, STREAM):
                     writer.add(path, node)
                 elif node.type == SYMLINK:
@@ -114,9 +126,15 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     return summary
 
 
+def _decode_layers(repo: Repository, decode: Decoder, encoded: list[Node], path: str, last: Node) -> None:
+    for node in encoded:
+        decode(node, path, (repo.read_blob(bytes.fromhex(c)) for c in node.chunks))
+    _set_meta(path, last)
+
+
 class _OpenFile:
-    def __init__(self, path: str, node: Node, fd: int, chunks: int) -> None:
-        self.path, self.node, self.fd, self.remaining = path, node, fd, chunks
+    def __init__(self, path: str, node: Node, fd: int, chunks: int, then: Callable[[], None] | None) -> None:
+        self.path, self.node, self.fd, self.remaining, self.then = path, node, fd, chunks, then
 
 
 class _FileWriter:
@@ -158,7 +176,8 @@ class _FileWriter:
             self.files += files
             self.bytes += nbytes
 
-    def add(self, path: str, node: Node) -> None:
+    def add(self, path: str, node: Node, then: Callable[[], None] | None = None) -> None:
+        """Write a file stored whole; ``then`` runs once it is complete (on a pool thread)."""
         if self._error is not None:
             raise self._error
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -173,7 +192,7 @@ class _FileWriter:
             entries.append(entry)
         if sum(e.raw_length for e in entries) != node.size:
             raise IntegrityError(f"{node.path}: its chunks do not add up to its size", "run 'backupctl repo check'")
-        f = _OpenFile(path, node, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), len(entries))
+        f = _OpenFile(path, node, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), len(entries), then)
         if not entries:
             self._finish(f)
             return
@@ -211,6 +230,8 @@ class _FileWriter:
         os.ftruncate(f.fd, f.node.size)  # trailing holes still count towards the size
         os.close(f.fd)
         _set_meta(f.path, f.node)
+        if f.then is not None:
+            f.then()
         self.count(1, 0)
         self.progress.advance(0, 1)
 

@@ -182,4 +182,3 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
-    os.utime(path, ns=(node.mtime, node.mtime))

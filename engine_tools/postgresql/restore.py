@@ -23,10 +23,10 @@ from datetime import timezone
 from typing import Any
 
 from backupctl.catalog.manifest import K_CLUSTER, K_ORG, K_POSITIONS
-from backupctl.errors import BackupctlError, NotFoundError, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.restore import restore_snapshot, restore_stream
-from backupctl.repository.tree import walk_tree
+from backupctl.repository.tree import Node, walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
 from engine_tools.postgresql import delta, server
 from engine_tools.postgresql import lsn as L
@@ -40,6 +40,29 @@ REPLAY_TIMEOUT = float(os.environ.get("BACKUPCTL_PG_REPLAY_TIMEOUT", "3600"))
 PREFETCH_MB = int(os.environ.get("BACKUPCTL_RESTORE_PREFETCH_MB", "2048"))
 SPOOL_LISTING = "archive-listing"
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+def restore_chain(repo: Repository, chain: list[Snapshot], target: str, *, overwrite: bool = False,
+                  progress=None):
+    """The newest data snapshot of a chain (full first) in one pass: each relation file the chain
+    changed is written from its last whole copy, then each incremental's pages on top, oldest first."""
+    older = [{n.path: n for n in walk_tree(repo, snap.tree)} for snap in chain[:-1]]
+
+    def layers(node: Node) -> list[Node]:
+        below: list[Node] = []
+        for tree in reversed(older):
+            base = tree.get(node.path)
+            if base is None:
+                raise IntegrityError(f"{node.path}: the incremental backup changes a file its parent chain does "
+                                     "not have", "the backup chain is damaged; restore from another backup")
+            below.insert(0, base)
+            if base.encoding is None:
+                return below
+        raise IntegrityError(f"{node.path}: no full copy in the backup chain",
+                             "the backup chain is damaged; restore from another backup")
+
+    return restore_snapshot(repo, chain[-1], target, overwrite=overwrite, progress=progress, decode=delta.apply,
+                            layers=layers)
 
 
 @dataclass
@@ -99,27 +122,9 @@ class RestorePlan:
         return {"bytes": summary.bytes, "files": summary.files, "target_dir": target}
 
     def _restore_chain(self, target: str, force: bool):
-        """The full backup's files, then each incremental's: changed pages written into place,
-        other files replaced, files it no longer has removed."""
         info = self.label.metadata.get(ENGINE_KEY) or {}
-        chain = list(info.get("chain") or [self.data.id])
-        summary = restore_snapshot(self.repo, self.repo.find_snapshot(chain[0]), target, overwrite=force,
-                                   progress=self.request.progress)
-        for data_id in chain[1:]:
-            snap = self.repo.find_snapshot(data_id)
-            step = restore_snapshot(self.repo, snap, target, overwrite=True, decode=delta.apply)
-            keep = {n.path for n in walk_tree(self.repo, snap.tree)}
-            for dirpath, dirs, files in os.walk(target, topdown=False):
-                for name in files:
-                    full = os.path.join(dirpath, name)
-                    if os.path.relpath(full, target) not in keep:
-                        os.unlink(full)
-                for name in dirs:
-                    full = os.path.join(dirpath, name)
-                    if os.path.relpath(full, target) not in keep and not os.listdir(full):
-                        os.rmdir(full)
-            summary.bytes, summary.files = step.bytes, step.files
-        return summary
+        chain = [self.repo.find_snapshot(i) for i in (info.get("chain") or [self.data.id])]
+        return restore_chain(self.repo, chain, target, overwrite=force, progress=self.request.progress)
 
     def _own(self, target: str) -> None:
         """The target as PostgreSQL wants it: mode 0700, everything owned by the data files' owner."""
