@@ -8,9 +8,13 @@ import os
 import random
 import struct
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from backupctl.repository import Repository
 from backupctl.repository.backup import backup_paths
-from backupctl.repository.tree import walk_tree
+from backupctl.repository.tree import Node, walk_tree
 from engine_tools.postgresql import delta
 from engine_tools.postgresql.restore import restore_chain
 from tests.conftest import PASSWORD
@@ -104,3 +108,50 @@ def test_chain_with_changes_truncation_and_extension_restores_byte_for_byte(fs_r
         for rel in expected:
             assert len(restored[rel]) == len(expected[rel]), (i, rel)
             assert restored[rel] == expected[rel], (i, rel)
+
+
+# -- the merge against applying the deltas one by one, on random chains ---------------------------
+
+@pytest.fixture(scope="module")
+def small_pages():
+    """64-byte pages, so that random chains stay small (the format does not care)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(delta, "PAGE", 64)
+    yield
+    mp.undo()
+
+
+def _delta_stream(pages: dict[int, bytes], size: int) -> bytes:
+    out = [delta._HEADER.pack(delta.MAGIC, delta.PAGE, 0)]
+    out += [delta._RECORD.pack(no) + pages[no] for no in sorted(pages)]
+    return b"".join(out) + delta._TRAILER.pack(delta._END, size)
+
+
+def _cut(data: bytes, rng: random.Random) -> list[bytes]:
+    """Blobs at arbitrary boundaries, as content-defined chunking gives."""
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 6)))) if len(data) > 1 else []
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40), st.lists(st.integers(0, 40), min_size=1, max_size=4))
+def test_deltas_cut_anywhere_apply_like_the_pages_they_hold(small_pages, tmp_path_factory, seed, base_pages, sizes):
+    rng = random.Random(seed)
+    page_size = delta.PAGE
+    path = tmp_path_factory.mktemp("apply") / "16384"
+    expected = bytearray(rng.randbytes(base_pages * page_size))
+    path.write_bytes(expected)
+    parent_pages = base_pages
+    for new_pages in sizes:
+        # a delta stores some pages below both ends, and every page past its parent's end
+        pages = {no: rng.randbytes(page_size) for no in range(min(parent_pages, new_pages)) if rng.random() < 0.3}
+        pages.update({no: rng.randbytes(page_size) for no in range(parent_pages, new_pages)})
+        for no, content in pages.items():
+            expected[no * page_size:(no + 1) * page_size] = content
+        del expected[new_pages * page_size:]
+        stream = _delta_stream(pages, new_pages * page_size)
+        node = Node(path="base/1/16384", type="file", size=len(stream), encoding=delta.ENCODING,
+                    logical_size=new_pages * page_size)
+        delta.apply(node, str(path), iter(_cut(stream, rng)))
+        parent_pages = new_pages
+    assert path.read_bytes() == expected
