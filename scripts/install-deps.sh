@@ -19,3 +19,6 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+# An editable install byte-compiles nothing, and with PYTHONDONTWRITEBYTECODE set no command would
+# cache its compiled modules: compile them once here so every command starts ~0.1 s sooner.
+python3 -m compileall -q backupctl engine_tools repo_plugins scheduler api >/dev/null

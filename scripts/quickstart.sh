@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e .
+# An editable install byte-compiles nothing, and with PYTHONDONTWRITEBYTECODE set no command would
+# cache its compiled modules: compile them once here so every command starts ~0.1 s sooner.
+python3 -m compileall -q backupctl engine_tools repo_plugins scheduler api >/dev/null
 
 home="${BACKUPCTL_HOME:-$HOME/.backupctl}"
 mkdir -p "$home"

@@ -29,17 +29,9 @@ from engine_tools.base import BackupRequest, BackupResult, ClusterTarget
 from engine_tools.postgresql import delta
 from engine_tools.postgresql import lsn as L
 from engine_tools.postgresql.connect import check_backup_ready, connect
+from engine_tools.postgresql.layout import ENGINE_KEY, EXCLUDED
 from engine_tools.postgresql.wal import read_system_identifier
 
-ENGINE_KEY = "postgresql"          # snapshot metadata key of this plugin
-# Top-level entries of a data directory never copied (pg_basebackup's list); the directories are
-# recreated empty at restore.
-EXCLUDED = frozenset({"pg_wal", "pg_xlog", "postmaster.pid", "postmaster.opts", "pg_replslot", "pg_dynshmem",
-                      "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans", "backup_label",
-                      "backup_label.old", "tablespace_map", "tablespace_map.old", "recovery.signal",
-                      "standby.signal", "recovery.done", "backupctl-restore.log"})
-EMPTY_DIRS = ("pg_wal", "pg_wal/archive_status", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
-              "pg_snapshots", "pg_stat_tmp", "pg_subtrans", "pg_tblspc")
 STOP_TIMEOUT = int(os.environ.get("BACKUPCTL_PG_STOP_TIMEOUT", "600"))
 
 

@@ -30,7 +30,7 @@ from backupctl.repository.tree import Node, walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
 from engine_tools.postgresql import delta, server
 from engine_tools.postgresql import lsn as L
-from engine_tools.postgresql.backup import EMPTY_DIRS, ENGINE_KEY
+from engine_tools.postgresql.layout import EMPTY_DIRS, ENGINE_KEY
 from engine_tools.postgresql.pitr import Target, Window, check_target, window
 from engine_tools.postgresql.wal import Listing, prefetch, refresh_listing
 
