@@ -15,7 +15,7 @@ from backupctl.errors import IntegrityError, NotFoundError, RepositoryError
 from backupctl.repository import key as keys
 from backupctl.repository.config import CONFIG_NAME, RepoConfig, check_format, decode_config, encode_config
 from backupctl.repository.crypto import MasterKey
-from backupctl.repository.index import Index, load_index
+from backupctl.repository.index import INDEX_PREFIX, Index, load_index
 from backupctl.repository.lock import Lock
 from backupctl.repository.plan import doomed_packs
 from backupctl.repository.pack import COMPRESSED, BlobEntry, pack_name
@@ -84,6 +84,13 @@ class Repository:
         return self._index
 
     def reload_index(self) -> Index:
+        """The index as the store holds it now (call it holding a lock). The one in memory is kept
+        when no index file came or went and the gc plans doom the same packs: a restore or backup
+        session that starts several steps pays for one load."""
+        index = self._index
+        if index is not None and {n for n, _ in self.store.list(INDEX_PREFIX)} == index.file_names \
+                and doomed_packs(self) == index.avoid:
+            return index
         self._index = None
         return self.index
 

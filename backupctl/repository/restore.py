@@ -258,24 +258,31 @@ def _set_meta(path: str, node: Node, symlink: bool = False) -> None:
 def restore_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, name: str | None = None,
                    progress: Progress | None = None) -> int:
     """Write one stream (or file) of a snapshot to ``out``; returns the byte count."""
-    progress = progress or Progress()
     with repo.lock("shared", "restore"):
         repo.reload_index()
-        candidates = [n for n in walk_tree(repo, snapshot.tree) if n.type in (FILE, STREAM)
-                      and (name is None or n.path == name)]
-        if len(candidates) != 1:
-            what = f"entry {name!r}" if name else "a single stream"
-            raise UsageError(f"snapshot {snapshot.short_id} does not hold {what}",
-                             "name the entry with --path, or restore to a directory")
-        node = candidates[0]
-        progress.add_total(node.size)
-        progress.total_complete()
-        written = 0
-        for blob in repo.read_blobs([bytes.fromhex(c) for c in node.chunks]):
-            out.write(blob)
-            written += len(blob)
-            progress.advance(len(blob))
-        out.flush()
+        return copy_stream(repo, snapshot, out, name, progress)
+
+
+def copy_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, name: str | None = None,
+                progress: Progress | None = None) -> int:
+    """``restore_stream`` for a caller that already holds a lock and has reloaded the index (one
+    session restoring many streams)."""
+    progress = progress or Progress()
+    candidates = [n for n in walk_tree(repo, snapshot.tree) if n.type in (FILE, STREAM)
+                  and (name is None or n.path == name)]
+    if len(candidates) != 1:
+        what = f"entry {name!r}" if name else "a single stream"
+        raise UsageError(f"snapshot {snapshot.short_id} does not hold {what}",
+                         "name the entry with --path, or restore to a directory")
+    node = candidates[0]
+    progress.add_total(node.size)
+    progress.total_complete()
+    written = 0
+    for blob in repo.read_blobs([bytes.fromhex(c) for c in node.chunks]):
+        out.write(blob)
+        written += len(blob)
+        progress.advance(len(blob))
+    out.flush()
     if written != node.size:
         raise IntegrityError(f"restored {written} bytes, the snapshot says {node.size}", "run 'backupctl repo check'")
     return written

@@ -34,7 +34,7 @@ from backupctl import archive_spool
 from backupctl.errors import BackupctlError, UsageError
 from backupctl.repository import Repository
 from backupctl.repository.backup import backup_paths, backup_stream
-from backupctl.repository.restore import restore_stream
+from backupctl.repository.restore import copy_stream, restore_stream
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from engine_tools.postgresql import lsn as L
 
@@ -287,12 +287,13 @@ def prefetch(repo: Repository, listing: Listing, names: list[str], spool: str, t
         for name in wanted:
             tmp = os.path.join(spool, f".{name}.tmp")
             with open(tmp, "wb") as out:
-                total += restore_stream(repo, snap, out, name=name)
+                total += copy_stream(repo, snap, out, name=name)
             os.chmod(tmp, 0o644)
             os.replace(tmp, os.path.join(spool, name))
         return total
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with repo.lock("shared", "restore"), ThreadPoolExecutor(max_workers=threads) as pool:
+        repo.reload_index()
         sizes = list(pool.map(fetch_snapshot, by_snapshot.items()))
     return sum(len(v) for v in by_snapshot.values()), sum(sizes)
 

@@ -155,3 +155,29 @@ def test_concurrent_backups_with_gc_running_then_every_snapshot_restores(fs_repo
         out = tmp_path / f"out-{snap.short_id}"
         restore_snapshot(repo, snap, str(out))
         assert tree_digest(out) == tree_digest(made[snap.id])
+
+
+def test_a_session_reloading_its_index_sees_other_writers_and_gc_and_else_keeps_it(fs_repo_url, tmp_path):
+    """reload_index keeps the index in memory only while no index file came or went and no gc plan
+    changed: a long-lived session (a restore fetching WAL) still sees what others wrote meanwhile."""
+    src = tmp_path / "src"
+    write_random(src / "a", 300_000, seed=1)
+    reader = Repository.init(fs_repo_url, PASSWORD)
+    first = backup_paths(reader, [str(src)])
+    index = reader.reload_index()
+    assert reader.reload_index() is index                          # nothing changed: not read again
+
+    writer = Repository.open(fs_repo_url, PASSWORD)
+    write_random(src / "b", 300_000, seed=2)
+    second = backup_paths(writer, [str(src)])
+    fresh = reader.reload_index()
+    assert fresh is not index and fresh.blobs.keys() > index.blobs.keys()
+    restore_snapshot(reader, reader.find_snapshot(second.id), str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out") == tree_digest(src)
+
+    writer.forget(writer.find_snapshot(second.id))                 # b's data goes (no lock held: at once)
+    gc(writer)
+    swept = reader.reload_index()
+    assert swept is not fresh and len(swept.blobs) < len(fresh.blobs) and swept.file_names != fresh.file_names
+    restore_snapshot(reader, reader.find_snapshot(first.id), str(tmp_path / "first"))
+    assert (tmp_path / "first" / "a").read_bytes() == (src / "a").read_bytes()
