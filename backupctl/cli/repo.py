@@ -15,6 +15,7 @@ from backupctl.repository import Repository
 from backupctl.repository import key as keys
 from backupctl.repository.check import check_repository
 from backupctl.repository.gc import gc as run_gc
+from backupctl.repository.lock import list_locks, remove_locks
 from backupctl.repository.stats import repository_stats
 
 
@@ -127,6 +128,39 @@ def gc_cmd(repo_url, password_file, password_command, dry_run, repack_threshold,
                f"{report.unused_blobs} unused blobs")
     if report.plans_waiting:
         click.echo(f"gc: {report.plans_waiting} deletion plan(s) wait for running operations; run gc again later")
+
+
+@command.command("locks")
+@repo_options
+@json_option
+def locks_cmd(repo_url, password_file, password_command, as_json):
+    """List the repository's locks: who holds them, since when, and whether they are stale."""
+    with open_repository(repo_url, password_file, password_command) as repo:
+        found = list_locks(repo.store, repo.key)
+    if as_json:
+        print_json([info.to_dict() for info in found])
+        return
+    if not found:
+        click.echo("no locks")
+    for info in found:
+        click.echo(f"{info.id[:8]}  {info.describe()}{'  STALE' if info.is_stale() else ''}")
+
+
+@command.command("unlock")
+@repo_options
+@click.option("--remove-all", is_flag=True,
+              help="Remove every lock, live ones too: only when you know nothing runs on the repository.")
+@json_option
+def unlock(repo_url, password_file, password_command, remove_all, as_json):
+    """Remove stale locks (a process that died, or one not refreshed for 30 minutes)."""
+    with open_repository(repo_url, password_file, password_command) as repo:
+        removed = remove_locks(repo.store, repo.key, remove_all=remove_all)
+    if as_json:
+        print_json({"removed": [info.to_dict() for info in removed]})
+        return
+    for info in removed:
+        click.echo(f"removed {info.describe()}")
+    click.echo(f"unlock: removed {len(removed)} lock(s)")
 
 
 @command.group("key")

@@ -56,6 +56,9 @@ class LockInfo:
                 return True
         return False
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stale": self.is_stale()}
+
     def describe(self) -> str:
         age = int(time.time() - self.created)
         return f"{self.kind} lock by {self.username}@{self.hostname} pid {self.pid} ({self.purpose or 'unknown'}, {age}s ago)"
@@ -71,6 +74,15 @@ def list_locks(store: Store, key: MasterKey) -> list[LockInfo]:
         d["id"] = name[len(LOCKS_PREFIX):]
         out.append(LockInfo(**d))
     return out
+
+
+def remove_locks(store: Store, key: MasterKey, *, remove_all: bool = False) -> list[LockInfo]:
+    """Delete stale lock files (or every lock file: only when nothing runs, e.g. after a host was lost);
+    returns what was removed. Stale locks are already ignored; this tidies them away."""
+    removed = [info for info in list_locks(store, key) if remove_all or info.is_stale()]
+    for info in removed:
+        store.delete(LOCKS_PREFIX + info.id)
+    return removed
 
 
 class Lock:

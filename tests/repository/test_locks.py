@@ -44,3 +44,30 @@ def test_a_lock_that_was_removed_cannot_commit(fs_repo_url):
     with pytest.raises(LockedError, match="not committed"):
         lock.check_still_held()
     lock.release()
+
+
+def test_repo_locks_lists_and_unlock_removes_only_stale_locks_unless_told(fs_repo_url):
+    import json
+
+    from tests.repository.test_cli import run
+
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    code = ("from backupctl.repository import Repository; import os; "
+            f"r = Repository.open({fs_repo_url!r}, {PASSWORD!r}); r.lock('shared', 'died'); os._exit(9)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    live = repo.lock("shared", "still running")
+    env = {"BACKUPCTL_PASSWORD": PASSWORD}
+    listed = json.loads(run("repo", "locks", "--repo", fs_repo_url, "--json", env=env).stdout)
+    assert {(entry["purpose"], entry["stale"]) for entry in listed} == {("died", True), ("still running", False)}
+
+    out = run("repo", "unlock", "--repo", fs_repo_url, env=env).stdout.decode()
+    assert "removed shared lock" in out and "(died" in out and "removed 1 lock(s)" in out
+    assert [info.purpose for info in list_locks(repo.store, repo.key)] == ["still running"]
+    live.check_still_held()                                    # the live lock was left alone
+
+    removed = json.loads(run("repo", "unlock", "--repo", fs_repo_url, "--remove-all", "--json", env=env).stdout)
+    assert [entry["purpose"] for entry in removed["removed"]] == ["still running"]
+    assert list_locks(repo.store, repo.key) == []
+    with pytest.raises(LockedError, match="went stale or was removed"):
+        live.check_still_held()
+    live._stop.set()
