@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,23 @@ from backupctl.repository.gc import gc
 from backupctl.repository.restore import restore_snapshot
 from tests.conftest import PASSWORD
 from tests.helpers import tree_digest, write_random
+
+
+# backupctl whose N-th stored pack never returns: the other threads go on until their buffers run out.
+_HOLD_AFTER_PACKS = """
+import sys, threading
+from repo_plugins import fs
+from backupctl.cli import main
+hold_at, stored, put = int(sys.argv[1]), [0], fs.FileStore.put
+def held_put(self, name, data):
+    put(self, name, data)
+    if name.startswith("data/"):
+        stored[0] += 1
+        if stored[0] >= hold_at:
+            threading.Event().wait()
+fs.FileStore.put = held_put
+main(sys.argv[2:])
+"""
 
 
 def _count_packs(root: Path) -> int:
@@ -36,8 +54,9 @@ def test_kill_9_mid_backup_leaves_a_consistent_repository(fs_repo_url, tmp_path,
     root = Path(fs_repo_url)
     packs_before = _count_packs(root)
 
-    proc = subprocess.Popen(["backupctl", "snapshot", "create", "--repo", fs_repo_url, str(src)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The real CLI, held at the kill point: the whole backup takes ~0.6 s here, too short to race.
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_AFTER_PACKS, str(kill_after_packs), "snapshot", "create",
+                             "--repo", fs_repo_url, str(src)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while _count_packs(root) < packs_before + kill_after_packs and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -48,7 +48,7 @@ def test_two_policies_for_the_same_cluster_and_method_never_overlap(sqlite_engin
 
 
 def test_a_backup_is_skipped_while_another_process_holds_its_lease(sqlite_engine, make_scheduler, recorder):
-    s = make_scheduler(sqlite_engine, [PolicySchedule(1, "pg1", "basebackup", "* * * * *", org="acme")],
+    s = make_scheduler(sqlite_engine, [PolicySchedule(1, "pg1", "basebackup", "0 0 1 1 *", org="acme")],
                        run_backup=recorder)
     s.start()
     with lease(sqlite_engine, "backup:acme/pg1:basebackup", "another-host:42", ttl=60) as held:
@@ -58,6 +58,7 @@ def test_a_backup_is_skipped_while_another_process_holds_its_lease(sqlite_engine
         deadline = time.monotonic() + 10
         while not [r for r in recorded_runs(sqlite_engine) if r["finished_at"]] and time.monotonic() < deadline:
             time.sleep(0.05)
+    s.shutdown()
     [run] = recorded_runs(sqlite_engine)
     assert run["status"] == "skipped" and "still running" in run["detail"]
     assert recorder.calls == []
@@ -65,7 +66,7 @@ def test_a_backup_is_skipped_while_another_process_holds_its_lease(sqlite_engine
 
 def test_an_expired_lease_is_taken_over(sqlite_engine):
     upgrade_to_head(sqlite_engine)
-    with lease(sqlite_engine, "k", "dead-process", ttl=0.2) as held:
+    with lease(sqlite_engine, "k", "dead-process", ttl=60) as held:
         assert held
         with lease(sqlite_engine, "k", "me", ttl=60) as second:
             assert not second
