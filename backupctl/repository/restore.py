@@ -8,6 +8,7 @@ few large ones. All-zero chunks become holes: sparse files stay sparse.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -87,6 +88,12 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     with repo.lock("shared", "restore"):
         repo.reload_index()
         node_iter = (n for n in walk_tree(repo, snapshot.tree) if _wanted(n, include))
+        if decode is not None:
+            # Engine-encoded entries first, the largest first: decoding one (its base, then its
+            # changes, in one thread) is the long pole, so it starts at once and overlaps the rest.
+            encoded = sorted((n for n in walk_tree(repo, snapshot.tree) if n.encoding is not None and _wanted(n, include)),
+                             key=lambda n: -n.logical_size)
+            node_iter = itertools.chain(encoded, (n for n in node_iter if n.encoding is None))
         dirs: list[tuple[str, Node]] = []
         with _FileWriter(repo, progress) as writer:
             for node in node_iter:
@@ -108,6 +115,7 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
                     else:
                         # Decoders already run several at once on the writer's pool: each reads its
                         # own blobs in order, without a pool of its own.
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
                         writer.run(lambda n=node, p=path: _decode_layers(repo, decode, [n], p, n), node.logical_size)
                 elif node.type in (FILE, STREAM):
                     writer.add(path, node)
