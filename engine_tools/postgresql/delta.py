@@ -21,6 +21,7 @@ Stream format (``pg-page-delta-v1``): ``MAGIC, page size (u32), 0 (u32)``, then 
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
@@ -116,19 +117,34 @@ def content_hook(since_lsn: int):
     return hook
 
 
-def _write_run(fd: int, pages: list[memoryview], first_page: int) -> None:
-    offset, left = first_page * PAGE, len(pages) * PAGE
-    while left:
-        n = os.pwritev(fd, pages, offset)
-        offset, left = offset + n, left - n
-        if left:  # a short write (rare): drop what went out and go on
-            while n >= len(pages[0]):
-                n -= len(pages[0])
-                pages = pages[1:]
-            if n:
-                pages = [pages[0][n:], *pages[1:]]
-    for p in pages:
-        p.release()
+class _PageWriter:
+    """Writes pages into a file through a sliding memory map: a copy per page and no system call
+    (~2.5x faster than a pwritev per run of pages, which average under 2 pages here). The window
+    keeps the mapped, touched pages, which count as resident memory, to 64 MiB."""
+
+    WINDOW = 64 * 1024 * 1024       # a multiple of PAGE and of mmap's granularity: no page straddles two
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        self._map: mmap.mmap | None = None
+        self._start = 0
+
+    def write(self, page_no: int, page: memoryview) -> None:
+        offset = page_no * PAGE
+        if offset + PAGE > self.size:                   # a torn last page past the end: rare
+            os.pwrite(self.fd, page, offset)
+            return
+        if self._map is None or not self._start <= offset < self._start + len(self._map):
+            self.close()
+            self._start = offset - offset % self.WINDOW
+            self._map = mmap.mmap(self.fd, min(self.WINDOW, self.size - self._start), offset=self._start)
+        at = offset - self._start
+        self._map[at:at + PAGE] = page
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
 
 def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
@@ -138,8 +154,13 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
     if not os.path.exists(path):
         raise IntegrityError(f"{node.path}: the incremental backup changes a file its parent chain does not have",
                              "the backup chain is damaged; restore from another backup")
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_RDWR)                      # a shared writable map needs read access too
+    pages = None
     try:
+        size_now = os.fstat(fd).st_size
+        if node.logical_size > size_now:               # room for the pages past the parent's end
+            os.ftruncate(fd, node.logical_size)
+        pages = _PageWriter(fd, max(size_now, node.logical_size))
         pending = bytearray()
         header_done, size = False, None
         for blob in blobs:
@@ -152,8 +173,6 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
                 if magic != MAGIC or page_size != PAGE:
                     raise IntegrityError(f"{node.path}: not a page delta", "the backup is damaged")
                 header_done, pos = True, _HEADER.size
-            run: list[memoryview] = []             # consecutive pages: one pwritev each
-            run_start = 0
             view = memoryview(pending)
             while len(pending) - pos >= _RECORD.size:
                 (page_no,) = _RECORD.unpack_from(pending, pos)
@@ -165,20 +184,16 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
                     break
                 if len(pending) - pos < _RECORD.size + PAGE:
                     break
-                if run and page_no != run_start + len(run):
-                    _write_run(fd, run, run_start)
-                    run = []
-                if not run:
-                    run_start = page_no
                 start = pos + _RECORD.size
-                run.append(view[start:start + PAGE])
+                pages.write(page_no, view[start:start + PAGE])
                 pos = start + PAGE
-            if run:
-                _write_run(fd, run, run_start)
             view.release()
             del pending[:pos]
         if size is None:
             raise IntegrityError(f"{node.path}: the page delta is truncated", "the backup is damaged")
+        pages.close()
         os.ftruncate(fd, size)
     finally:
+        if pages is not None:
+            pages.close()
         os.close(fd)
