@@ -23,7 +23,7 @@ from typing import BinaryIO, Protocol
 from backupctl.errors import UsageError
 from backupctl.progress import Progress
 from backupctl.repository.blobsaver import BlobSaver
-from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker
+from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker, Guide
 from backupctl.repository.plan import pending_deletions
 from backupctl.repository.pack import DATA, TREE
 from backupctl.repository.repo import Repository
@@ -217,6 +217,18 @@ class Archiver:
         return c
 
     # -- data --------------------------------------------------------------------------
+    def _guide(self, old: Node | None) -> Guide | None:
+        """The parent's chunks of a changed file, to re-cut only what changed (see Chunker.chunks)."""
+        if old is None or old.encoding is not None or not old.chunks:
+            return None
+        chunks = []
+        for c in old.chunks:
+            entry = self.repo.index.lookup(bytes.fromhex(c))
+            if entry is None:
+                return None
+            chunks.append((entry.raw_length, entry.id))
+        return Guide(chunks, self.repo.key.blob_id)
+
     def _read_small(self, path: str) -> tuple[list[Future], int] | None:
         try:
             with open(path, "rb", buffering=0) as f:
@@ -229,10 +241,10 @@ class Archiver:
         self.progress.advance(len(data))
         return [self.saver.submit(chunk, DATA) for chunk in self.chunker.chunk_bytes(data)], len(data)
 
-    def _read_large(self, path: str) -> tuple[list[Future], int] | None:
+    def _read_large(self, path: str, guide: Guide | None = None) -> tuple[list[Future], int] | None:
         try:
             with open(path, "rb", buffering=0) as f:
-                return self._chunk_stream(f)
+                return self._chunk_stream(f, guide)
         except OSError as exc:
             self.warnings.append(f"{path}: {exc.strerror}")
             return None
@@ -250,13 +262,13 @@ class Archiver:
         node.logical_size = content.logical_size
         return result
 
-    def _chunk_stream(self, stream: BinaryIO) -> tuple[list[Future], int]:
+    def _chunk_stream(self, stream: BinaryIO, guide: Guide | None = None) -> tuple[list[Future], int]:
         """Chunk futures and the byte count actually read (a live file may have changed since its stat)."""
         futures, size = [], 0
         readinto = getattr(stream, "readinto", None) or _readinto_from_read(stream)
-        for chunk, release in self.chunker.chunks(readinto):
+        for chunk, release, blob_id in self.chunker.chunks(readinto, guide):
             size += len(chunk)
-            futures.append(self.saver.submit(chunk, DATA, release))
+            futures.append(self.saver.submit(chunk, DATA, release, blob_id))
             self.progress.advance(len(chunk))
         return futures, size
 
@@ -311,7 +323,8 @@ class Archiver:
                     self._emit(_Pending(node, _done(self._read_small(abspath)), new=parent is None))
                 else:
                     self._file_slots.acquire()  # bounds how far the walk runs ahead of the data
-                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath), new=parent is None))
+                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath, self._guide(old)),
+                                        new=parent is None))
             else:
                 if node.type == DIR:
                     self.counts["dirs"] += 1
@@ -326,7 +339,7 @@ class Archiver:
         self._drain(block=True)
         self._files.shutdown(wait=True)
         f = self.spool.rewind()
-        futures = [self.saver.submit(chunk, TREE, release) for chunk, release in self.chunker.chunks(f.readinto)]
+        futures = [self.saver.submit(chunk, TREE, release) for chunk, release, _ in self.chunker.chunks(f.readinto)]
         return [fut.result().hex() for fut in futures]
 
     def finish_data(self) -> None:

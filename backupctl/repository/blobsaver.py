@@ -79,10 +79,12 @@ class BlobSaver:
             c = self._local.zc = zstandard.ZstdCompressor(level=self.level)
         return c
 
-    def submit(self, data: bytes | memoryview, blob_type: int, done: Callable[[], None] | None = None) -> Future:
-        """Queue one chunk; the future yields its id. ``done`` runs once the data is no longer needed."""
+    def submit(self, data: bytes | memoryview, blob_type: int, done: Callable[[], None] | None = None,
+               blob_id: bytes | None = None) -> Future:
+        """Queue one chunk; the future yields its id. ``done`` runs once the data is no longer needed.
+        ``blob_id``: the chunk's id when the caller has just computed it."""
         self._slots.acquire()
-        future = self._workers.submit(self._save, data, blob_type)
+        future = self._workers.submit(self._save, data, blob_type, blob_id)
 
         def release(_f: Future) -> None:
             self._slots.release()
@@ -92,8 +94,9 @@ class BlobSaver:
         future.add_done_callback(release)
         return future
 
-    def _save(self, data: bytes | memoryview, blob_type: int) -> bytes:
-        blob_id = self.key.blob_id(data)
+    def _save(self, data: bytes | memoryview, blob_type: int, blob_id: bytes | None = None) -> bytes:
+        if blob_id is None:
+            blob_id = self.key.blob_id(data)
         with self._lock:
             if (blob_id in self.known and blob_id not in self.exclude) or blob_id in self._pending:
                 self.stats.blobs_reused += 1

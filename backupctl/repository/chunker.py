@@ -68,6 +68,22 @@ class BufferPool:
             self._cond.notify()
 
 
+class Guide:
+    """A file's chunks in its parent snapshot, by the offset each starts at."""
+
+    def __init__(self, chunks: list[tuple[int, bytes]], blob_id: Callable[[memoryview], bytes]) -> None:
+        self.blob_id = blob_id
+        self._starts: dict[int, tuple[int, bytes, bool]] = {}
+        offset = 0
+        for i, (length, chunk_id) in enumerate(chunks):
+            self._starts[offset] = (length, chunk_id, i == len(chunks) - 1)
+            offset += length
+
+    def at(self, offset: int) -> tuple[int, bytes, bool] | None:
+        """(length, id, is the file's last chunk) of the parent's chunk starting at ``offset``."""
+        return self._starts.get(offset)
+
+
 class Chunker:
     """Reads ahead on a thread while the caller's thread cuts: both release the GIL, so a large
     file costs max(read, cut) rather than their sum.
@@ -99,14 +115,23 @@ class Chunker:
         except BaseException as exc:  # handed to the cutting thread
             out.put(exc)
 
-    def chunks(self, readinto: Callable[[memoryview], int]) -> Iterator[tuple[memoryview, Callable[[], None]]]:
-        """Yield (chunk, release) pairs; call ``release`` once the chunk's bytes are no longer needed."""
+    def chunks(self, readinto: Callable[[memoryview], int], guide: Guide | None = None
+               ) -> Iterator[tuple[memoryview, Callable[[], None], bytes | None]]:
+        """Yield (chunk, release, id or None); call ``release`` once the chunk's bytes are no longer needed.
+
+        ``guide``: the chunks of this file in the parent snapshot. Where the file still holds one of
+        them at the same offset (its keyed hash matches), it is taken without scanning for a cut and
+        comes with its id: FastCDC cuts a chunk from its own bytes only, so scanning would cut there
+        too. Only changed stretches are scanned, until a cut lands on one of the parent's again. A
+        file changed in place then costs one hash of each chunk instead of a scan of every byte.
+        """
         blocks: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
         reader = threading.Thread(target=self._read_ahead, args=(readinto, blocks, stop), daemon=True)
         reader.start()
         prev: _Buffer | None = None
         tail = (0, 0)  # (start, end) in prev of the unfinished chunk
+        pos = 0        # the file offset of the unfinished chunk
         try:
             while True:
                 item = blocks.get()
@@ -124,15 +149,39 @@ class Chunker:
                 if end == start:
                     buf.unref()
                     return
-                cuts = [(start + c.offset, c.length) for c in self.cdc.cut_buf(buf.view[start:end])]
-                complete = cuts if eof else cuts[:-1]
-                for offset, length in complete:
-                    buf.ref()
-                    yield buf.view[offset:offset + length], buf.unref
+                at = start
+                while at < end:
+                    known = guide.at(pos) if guide is not None else None
+                    if known is not None:
+                        length, blob_id, last = known
+                        if at + length > end and not eof:
+                            break                                   # the rest comes with the next buffer
+                        # the parent's last chunk was cut by the end of the file: valid at the end only
+                        if at + length <= end and (not last or (eof and at + length == end)) \
+                                and guide.blob_id(buf.view[at:at + length]) == blob_id:
+                            buf.ref()
+                            yield buf.view[at:at + length], buf.unref, blob_id
+                            at, pos = at + length, pos + length
+                            continue
+                    cuts = iter(self.cdc.cut_buf(buf.view[at:end]))   # cut as far as needed only
+                    c, back_on_guide = next(cuts), False
+                    while c is not None:
+                        following = next(cuts, None)
+                        if following is None and not eof:
+                            break                                   # the last may go on in the next buffer
+                        buf.ref()
+                        yield buf.view[at:at + c.length], buf.unref, None
+                        at, pos = at + c.length, pos + c.length
+                        if guide is not None and guide.at(pos) is not None:
+                            back_on_guide = True                    # a cut of the parent's again
+                            break
+                        c = following
+                    if not back_on_guide:
+                        break
                 if eof:
                     buf.unref()
                     return
-                prev, tail = buf, (cuts[-1][0], end)
+                prev, tail = buf, (at, end)
         finally:
             stop.set()
             if prev is not None:
