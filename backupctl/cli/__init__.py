@@ -18,8 +18,9 @@ from backupctl.memory import tune_allocator
 # Modules that each define a click group or command named ``command``.
 COMMAND_MODULES = ["repo", "snapshot", "cluster", "policy", "backup", "catalog", "scheduler", "retention", "wal",
                    "restore"]
-# Top-level commands defined in a module under another name (the server calls these two).
-EXTRA_COMMANDS = {"wal-push": "backupctl.cli.wal:push_command", "wal-fetch": "backupctl.cli.wal:fetch_command"}
+# Top-level commands defined in a module under another name (the server calls wal-push and wal-fetch).
+EXTRA_COMMANDS = {"wal-push": "backupctl.cli.wal:push_command", "wal-fetch": "backupctl.cli.wal:fetch_command",
+                  "wal-verify": "backupctl.cli.wal:verify_command"}
 
 
 class _Cli(LazyGroup):

@@ -21,7 +21,7 @@ import click
 from backupctl import archive_spool
 from backupctl.cli.catalog_options import org_option, print_fields, print_table
 from backupctl.cli.common import json_option, print_json
-from backupctl.errors import BackupctlError
+from backupctl.errors import BackupctlError, IntegrityError
 
 FETCH_MISSING, FETCH_FAILED = 1, 126
 
@@ -67,17 +67,15 @@ def command() -> None:
     """The WAL archive of a cluster: status and restore points."""
 
 
-@command.command("status")
-@click.option("--cluster", required=True)
-@org_option
-@json_option
-def status(cluster: str, org: str, as_json: bool) -> None:
-    """Archived range per timeline, gaps, and the archive lag (the RPO right now)."""
+def _status(cluster: str, org: str) -> dict:
     from backupctl.catalog.db import session_scope
     from backupctl.services import archiving as service
 
     with session_scope() as s:
-        data = service.status(s, cluster, org)
+        return service.status(s, cluster, org)
+
+
+def _print_status(data: dict, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
@@ -90,6 +88,35 @@ def status(cluster: str, org: str, as_json: bool) -> None:
                   if data.get("lag_bytes") is not None else ""))
     if data["archiver"].get("server") != "reachable":
         click.echo(f"server: {data['archiver'].get('server')}")
+
+
+@command.command("status")
+@click.option("--cluster", required=True)
+@org_option
+@json_option
+def status(cluster: str, org: str, as_json: bool) -> None:
+    """Archived range per timeline, gaps, and the archive lag (the RPO right now)."""
+    _print_status(_status(cluster, org), as_json)
+
+
+@click.command("wal-verify")
+@click.option("--cluster", required=True)
+@org_option
+@json_option
+def verify_command(cluster: str, org: str, as_json: bool) -> None:
+    """'wal status', exiting with status 4 when a timeline's archive has a gap (for monitoring)."""
+    data = _status(cluster, org)
+    _print_status(data, as_json)
+    gaps = [(tl, t) for tl, t in data["timelines"].items() if t["missing_count"]]
+    if gaps:
+        tl, t = gaps[0]
+        raise IntegrityError(f"the WAL archive of cluster {cluster} misses {t['missing_count']} segment(s) on "
+                             f"timeline {tl}, from {t['missing'][0]}",
+                             "no restore can replay across the gap: take a full backup now, and see why "
+                             "archive_command failed (server log, 'backupctl wal status')")
+
+
+command.add_command(verify_command, "verify")
 
 
 @command.command("restore-point")

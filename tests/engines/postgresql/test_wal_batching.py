@@ -44,3 +44,38 @@ def test_status_reports_gaps_per_timeline():
     s = wal.status(listing)
     assert s["timelines"][1]["missing"] == ["000000010000000000000002"]
     assert s["timelines"][2]["missing_count"] == 0 and s["timelines"][2]["archived_to_lsn"] == "0/400000"
+
+
+def test_wal_verify_exits_4_naming_the_first_missing_segment(tmp_path):
+    import json
+    import subprocess
+
+    env = {**os.environ, "BACKUPCTL_HOME": str(tmp_path / "home"), "BACKUPCTL_PASSWORD": PASSWORD}
+
+    def backupctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["backupctl", *args], env=env, capture_output=True, text=True)
+
+    repo_url = str(tmp_path / "repo")
+    assert backupctl("repo", "add", "main", "--url", repo_url, "--default").returncode == 0
+    # the server is not running: status says so and still reads the archive
+    assert backupctl("cluster", "register", "c", "--engine", "postgresql", "--host", str(tmp_path / "nosock"),
+                     "--port", "5").returncode == 0
+    pg_wal = tmp_path / "data" / "pg_wal"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    for name in SEGMENTS[:2]:
+        (pg_wal / name).write_bytes(b"w" * 65536)
+        (pg_wal / "archive_status" / f"{name}.ready").touch()
+    with Repository.open(repo_url, PASSWORD) as repo:
+        wal.push(repo, str(pg_wal / SEGMENTS[0]), cluster="c", org="default", state_dir=str(tmp_path / "s"), tags=[])
+    ok = backupctl("wal-verify", "--cluster", "c", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["timelines"]["1"]["segments"] == 2
+
+    (pg_wal / SEGMENTS[3]).write_bytes(b"w" * 65536)          # 03 never archived: a gap
+    (pg_wal / "archive_status" / f"{SEGMENTS[3]}.ready").touch()
+    with Repository.open(repo_url, PASSWORD) as repo:
+        wal.push(repo, str(pg_wal / SEGMENTS[3]), cluster="c", org="default", state_dir=str(tmp_path / "s"), tags=[])
+    gap = backupctl("wal", "verify", "--cluster", "c")
+    assert gap.returncode == 4
+    assert gap.stderr.count("\n") == 1 and f"from {SEGMENTS[2]}" in gap.stderr and "take a full backup" in gap.stderr
+    assert "MISSING" in gap.stdout and "Traceback" not in gap.stderr
