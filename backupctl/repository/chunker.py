@@ -69,20 +69,18 @@ class BufferPool:
 
 
 class Guide:
-    """A file's chunks in its parent snapshot, by the offset each starts at."""
+    """A file's chunks in its parent snapshot, in order, and where each chunk id occurs."""
 
     def __init__(self, chunks: list[tuple[int, bytes]], blob_id: Callable[[memoryview], bytes]) -> None:
         self.blob_id = blob_id
-        self._starts: dict[int, tuple[int, bytes, bool]] = {}
-        offset = 0
-        for i, (length, chunk_id) in enumerate(chunks):
-            self._starts[offset] = (length, chunk_id, i == len(chunks) - 1)
-            offset += length
+        self.chunks = chunks
+        self.taken = 0                  # chunks taken without a scan
+        self._index = {chunk_id: i for i, (_, chunk_id) in reversed(list(enumerate(chunks)))}
 
-    def at(self, offset: int) -> tuple[int, bytes, bool] | None:
-        """(length, id, is the file's last chunk) of the parent's chunk starting at ``offset``."""
-        return self._starts.get(offset)
-
+    def after(self, chunk_id: bytes) -> int | None:
+        """The index of the parent's chunk that followed one with this id (None: not a parent's)."""
+        i = self._index.get(chunk_id)
+        return None if i is None else i + 1
 
 class Chunker:
     """Reads ahead on a thread while the caller's thread cuts: both release the GIL, so a large
@@ -96,6 +94,7 @@ class Chunker:
     def __init__(self, config: RepoConfig, seed: int, pool: BufferPool | None = None) -> None:
         self.cdc = pyfastcdc.FastCDC(config.chunk_avg, min_size=config.chunk_min, max_size=config.chunk_max, seed=seed)
         self.front = config.chunk_max
+        self.max_size = config.chunk_max
         self.pool = pool or BufferPool(self.front + BUFFER_SIZE)
         assert self.pool.size >= 2 * self.front
 
@@ -119,11 +118,14 @@ class Chunker:
                ) -> Iterator[tuple[memoryview, Callable[[], None], bytes | None]]:
         """Yield (chunk, release, id or None); call ``release`` once the chunk's bytes are no longer needed.
 
-        ``guide``: the chunks of this file in the parent snapshot. Where the file still holds one of
-        them at the same offset (its keyed hash matches), it is taken without scanning for a cut and
-        comes with its id: FastCDC cuts a chunk from its own bytes only, so scanning would cut there
-        too. Only changed stretches are scanned, until a cut lands on one of the parent's again. A
-        file changed in place then costs one hash of each chunk instead of a scan of every byte.
+        ``guide``: the chunks of this file in the parent snapshot. Where the file goes on with the
+        parent's next chunks, they are taken by their keyed hash, without a scan for cuts, and come
+        with their ids. FastCDC decides a cut from the chunk's own bytes and the one byte after it,
+        so a parent's chunk is taken once the chunk after it matches too (or it ends at the end of
+        the file, or at the maximum size: no byte after it counts). Changed stretches are scanned
+        until a scanned chunk is one of the parent's again (by id: an insertion or deletion shifts
+        the rest, which is then found too). A changed file then costs about one hash per chunk
+        instead of a scan of every byte, and gives exactly the cuts a scan gives.
         """
         blocks: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
@@ -131,7 +133,8 @@ class Chunker:
         reader.start()
         prev: _Buffer | None = None
         tail = (0, 0)  # (start, end) in prev of the unfinished chunk
-        pos = 0        # the file offset of the unfinished chunk
+        expected = 0 if guide is not None and guide.chunks else None   # the parent's chunk that may come next
+        confirmed = None                                                # a parent's chunk already found here
         try:
             while True:
                 item = blocks.get()
@@ -151,32 +154,41 @@ class Chunker:
                     return
                 at = start
                 while at < end:
-                    known = guide.at(pos) if guide is not None else None
-                    if known is not None:
-                        length, blob_id, last = known
-                        if at + length > end and not eof:
-                            break                                   # the rest comes with the next buffer
-                        # the parent's last chunk was cut by the end of the file: valid at the end only
-                        if at + length <= end and (not last or (eof and at + length == end)) \
-                                and guide.blob_id(buf.view[at:at + length]) == blob_id:
+                    if expected is not None:
+                        length, blob_id = guide.chunks[expected]
+                        last = expected == len(guide.chunks) - 1
+                        if not eof and (at + length > end or (last and at + length == end)):
+                            break                # the rest (or whether the file ends here) comes with the next buffer
+                        taken, next_found = self._takes(guide, expected, confirmed, buf.view, at, end, eof)
+                        if next_found is None and end - at <= self.front:
+                            confirmed = expected             # it matched; the chunk after it is not all here
+                            break                            # yet: carry both to the next buffer
+                        if taken:
+                            confirmed = expected + 1 if next_found else None
+                            guide.taken += 1
                             buf.ref()
                             yield buf.view[at:at + length], buf.unref, blob_id
-                            at, pos = at + length, pos + length
+                            at += length
+                            expected = None if last else expected + 1
                             continue
+                        expected = confirmed = None
                     cuts = iter(self.cdc.cut_buf(buf.view[at:end]))   # cut as far as needed only
-                    c, back_on_guide = next(cuts), False
+                    c = next(cuts)
                     while c is not None:
                         following = next(cuts, None)
                         if following is None and not eof:
                             break                                   # the last may go on in the next buffer
+                        chunk = buf.view[at:at + c.length]
+                        chunk_id = guide.blob_id(chunk) if guide is not None else None
                         buf.ref()
-                        yield buf.view[at:at + c.length], buf.unref, None
-                        at, pos = at + c.length, pos + c.length
-                        if guide is not None and guide.at(pos) is not None:
-                            back_on_guide = True                    # a cut of the parent's again
-                            break
+                        yield chunk, buf.unref, chunk_id
+                        at += c.length
+                        if chunk_id is not None and (expected := guide.after(chunk_id)) is not None \
+                                and expected < len(guide.chunks):
+                            break                                   # one of the parent's: follow them again
+                        expected = None
                         c = following
-                    if not back_on_guide:
+                    if expected is None:
                         break
                 if eof:
                     buf.unref()
@@ -194,6 +206,25 @@ class Chunker:
                 if not isinstance(item, BaseException):
                     item[0].unref()
             reader.join()
+
+    def _takes(self, guide: Guide, k: int, confirmed: int | None, view: memoryview, at: int, end: int,
+               eof: bool) -> tuple[bool, bool | None]:
+        """Whether the parent's chunk ``k`` is where a scan from ``at`` would cut (see chunks()), and
+        whether the chunk after it was found too (None: it matched, but the chunk after it goes on
+        past ``end``, so the answer needs the next buffer)."""
+        length, blob_id = guide.chunks[k]
+        if at + length > end or (confirmed != k and guide.blob_id(view[at:at + length]) != blob_id):
+            return False, False
+        if k == len(guide.chunks) - 1:                 # cut by the end of the file
+            return eof and at + length == end, False
+        if length == self.max_size:                    # cut by the size limit
+            return True, False
+        nxt = at + length                              # the byte after it counts: the next chunk must match
+        next_length, next_id = guide.chunks[k + 1]
+        if nxt + next_length > end:
+            return False, (False if eof else None)
+        found = guide.blob_id(view[nxt:nxt + next_length]) == next_id
+        return found, found
 
     def chunk_bytes(self, data: bytes | memoryview) -> Iterator[memoryview]:
         """Cut an in-memory buffer (small files, tree streams)."""
