@@ -82,6 +82,7 @@ class Guide:
         i = self._index.get(chunk_id)
         return None if i is None else i + 1
 
+
 class Chunker:
     """Reads ahead on a thread while the caller's thread cuts: both release the GIL, so a large
     file costs max(read, cut) rather than their sum.
