@@ -120,7 +120,7 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
     spec = resolved.spec
     resolved.tool.check(target_of(target), spec.name)
     repo_row = resolve_repository(session, target, spec.name, repository)
-    parent = _parent_for(session, target, spec.name) if type == "incremental" else None
+    parent = _parent_for(session, target, spec.name, repo_row.name) if type == "incremental" else None
     repo = open_repository(repo_row)          # wrong password / missing repository fails before any row exists
     try:
         now = utcnow()
@@ -231,14 +231,17 @@ def _policy_name(session: Session, policy_id: int | None) -> str | None:
     return p.name if p else None
 
 
-def _parent_for(session: Session, cluster: Cluster, method: str) -> Backup:
+def _parent_for(session: Session, cluster: Cluster, method: str, repository: str) -> Backup:
+    """The newest completed backup an incremental can build on: of this method, in the repository the
+    incremental goes to (a chain never spans repositories: each must restore on its own)."""
     parent = session.scalar(select(Backup).where(Backup.cluster_id == cluster.id, Backup.method == method,
                                                  Backup.phase == PHASE_COMPLETED,
+                                                 Backup.repository_name == repository,
                                                  Backup.type.in_(("full", "incremental")))
                             .order_by(Backup.completed_at.desc(), Backup.id.desc()).limit(1))
     if parent is None:
-        raise UsageError(f"cluster {cluster.name} has no completed {method} backup to base an incremental on",
-                         "take a full backup first (--type full)")
+        raise UsageError(f"cluster {cluster.name} has no completed {method} backup in repository {repository} "
+                         "to base an incremental on", "take a full backup there first (--type full)")
     return parent
 
 

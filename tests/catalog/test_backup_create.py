@@ -174,3 +174,27 @@ def test_rebuild_restores_the_parent_chain_and_delete_then_respects_it(run, repo
         ("pg-full-1", "incremental", {"lsn": "0/8000028"}, "main")
     line = run.fails("backup", "delete", "pg-full-1")
     assert "pg-inc-1 depend(s) on it" in line
+
+
+def test_an_incremental_builds_on_a_backup_in_its_own_repository_only(run, chain_tool, repo_path: Path,
+                                                                        data_dir: Path, tmp_path: Path) -> None:
+    """A chain never spans repositories: each repository must restore what it holds on its own."""
+    other = tmp_path / "other"
+    Repository.init(str(other), PASSWORD).close()
+    run("repo", "add", "main", "--url", str(repo_path), "--default")
+    run("repo", "add", "offsite", "--url", str(other))
+    run("cluster", "register", "pg", "--engine", "postgresql", "--host", "127.0.0.1", "--port", "5432",
+        "--data-dir", str(data_dir))
+    full = json.loads(run("backup", "create", "--cluster", "pg", "--method", "pgfiles", "--json").stdout)
+    line = run.fails("backup", "create", "--cluster", "pg", "--method", "pgfiles", "--type", "incremental",
+                     "--repo", "offsite")
+    assert line == ("error: cluster pg has no completed pgfiles backup in repository offsite to base an "
+                    "incremental on (take a full backup there first (--type full))")
+    inc = json.loads(run("backup", "create", "--cluster", "pg", "--method", "pgfiles", "--type", "incremental",
+                         "--json").stdout)
+    assert inc["parent"] == full["name"] and inc["repository"] == "main"
+    offsite_full = json.loads(run("backup", "create", "--cluster", "pg", "--method", "pgfiles", "--repo", "offsite",
+                                  "--json").stdout)
+    later = json.loads(run("backup", "create", "--cluster", "pg", "--method", "pgfiles", "--type", "incremental",
+                           "--json").stdout)
+    assert later["parent"] == inc["name"] and later["parent"] != offsite_full["name"]
