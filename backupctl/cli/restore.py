@@ -8,7 +8,7 @@ import click
 
 from backupctl.catalog.db import session_scope
 from backupctl.cli.catalog_options import org_option, print_fields, print_table
-from backupctl.cli.common import json_option, print_json
+from backupctl.cli.common import human_bytes, json_option, print_json
 from backupctl.cli.progress_view import TerminalProgress
 from backupctl.errors import UsageError
 from backupctl.services import restores as service
@@ -67,10 +67,26 @@ def create(backup: str | None, cluster: str | None, target_dir: str, restore_tim
     if as_json:
         print_json(data)
         return
-    stages = ", ".join(f"{st['name']} {st['seconds']:.1f} s" for st in data["stages"])
-    click.echo(f"restore {data['name']} {data['phase']} into {data['target_dir']}: {stages}")
+    click.echo(_summary(data))
     if not start:
         click.echo("start it with: pg_ctl start -D " + data["target_dir"])
+
+
+def _summary(data: dict) -> str:
+    """One line: what was restored, how much, how fast, and each stage's time (the RTO)."""
+    details = {st["name"]: st.get("details") or {} for st in data["stages"]}
+    files = details.get("prepare_data", {})
+    wal = details.get("fetch_wal", {})
+    seconds = data["rto_seconds"]
+    size = ""
+    if files.get("bytes"):
+        rate = human_bytes(files["bytes"] / seconds) + "/s" if seconds else "-"
+        size = f"{human_bytes(files['bytes'])} in {files.get('files', 0)} files"
+        if wal.get("files"):
+            size += f" and {wal['files']} WAL files ({human_bytes(wal.get('bytes', 0))})"
+        size += f", {seconds:.1f} s ({rate}); "
+    stages = ", ".join(f"{st['name']} {st['seconds']:.1f} s" for st in data["stages"])
+    return f"restore {data['name']} {data['phase']} into {data['target_dir']}: {size}stages: {stages}"
 
 
 @command.command("list")

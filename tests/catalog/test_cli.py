@@ -180,3 +180,16 @@ def test_repo_add_creates_a_new_repository_and_checks_the_password_of_an_existin
     assert line.startswith("error: wrong password")
     names = [r["name"] for r in json.loads(run("repo", "list", "--json").stdout)]
     assert names == ["nas", "nas2"]                                     # the refused one was not recorded
+
+
+def test_a_restore_ends_with_one_line_of_size_speed_duration_and_stages() -> None:
+    from backupctl.cli.restore import _summary
+
+    data = {"name": "pg-restore-1", "phase": "Completed", "target_dir": "/srv/pg-copy", "rto_seconds": 4.0,
+            "stages": [{"name": "prepare_data", "seconds": 3.0, "details": {"bytes": 2 * 1024**3, "files": 980}},
+                       {"name": "fetch_wal", "seconds": 0.5, "details": {"files": 3, "bytes": 48 * 1024**2}},
+                       {"name": "configure_recovery", "seconds": 0.0, "details": {}},
+                       {"name": "start", "seconds": 0.5, "details": {}}]}
+    assert _summary(data) == ("restore pg-restore-1 Completed into /srv/pg-copy: 2.00 GiB in 980 files and 3 WAL "
+                              "files (48.00 MiB), 4.0 s (512.00 MiB/s); stages: prepare_data 3.0 s, fetch_wal "
+                              "0.5 s, configure_recovery 0.0 s, start 0.5 s")
