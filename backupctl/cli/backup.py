@@ -3,6 +3,8 @@ from the recycle bin."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from backupctl.catalog.db import session_scope
@@ -37,8 +39,18 @@ def create(cluster: str, method: str | None, type_: str, repository: str | None,
     if as_json:
         print_json(data)
     else:
-        click.echo(f"backup {data['name']} {data['phase']}: {human_bytes(data['logical_size'] or 0)} read, "
-                   f"{human_bytes(data['bytes_added'] or 0)} added to repository {data['repository']}")
+        click.echo(_summary(data))
+
+
+def _summary(data: dict) -> str:
+    """One line: size read, bytes added after dedup and compression, duration and speed."""
+    line = (f"backup {data['name']} {data['phase']}: {human_bytes(data['logical_size'] or 0)} read, "
+            f"{human_bytes(data['bytes_added'] or 0)} added to repository {data['repository']}")
+    if data.get("started_at") and data.get("completed_at"):
+        seconds = (datetime.fromisoformat(data["completed_at"]) - datetime.fromisoformat(data["started_at"])
+                   ).total_seconds()
+        line += f", {seconds:.1f} s ({human_bytes(data.get('throughput') or 0)}/s)"
+    return line
 
 
 @command.command("list")

@@ -193,3 +193,13 @@ def test_a_restore_ends_with_one_line_of_size_speed_duration_and_stages() -> Non
     assert _summary(data) == ("restore pg-restore-1 Completed into /srv/pg-copy: 2.00 GiB in 980 files and 3 WAL "
                               "files (48.00 MiB), 4.0 s (512.00 MiB/s); stages: prepare_data 3.0 s, fetch_wal "
                               "0.5 s, configure_recovery 0.0 s, start 0.5 s")
+
+
+def test_a_backup_ends_with_one_line_of_size_added_bytes_duration_and_speed() -> None:
+    from backupctl.cli.backup import _summary
+
+    data = {"name": "pg-full-1", "phase": "Completed", "logical_size": 3 * 1024**3, "bytes_added": 64 * 1024**2,
+            "repository": "main", "started_at": "2026-11-28T10:00:00+00:00",
+            "completed_at": "2026-11-28T10:00:06+00:00", "throughput": 512 * 1024**2}
+    assert _summary(data) == ("backup pg-full-1 Completed: 3.00 GiB read, 64.00 MiB added to repository main, "
+                              "6.0 s (512.00 MiB/s)")
