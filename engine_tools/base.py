@@ -75,6 +75,9 @@ class BackupRequest:
     metadata: dict[str, Any]                   # catalogue keys: put into every snapshot written
     tags: list[str] = field(default_factory=list)
     parent_snapshot_ids: list[str] = field(default_factory=list)   # the parent backup's, for incrementals
+    # For a full backup: the newest full of the method in the same repository. A plugin may let it
+    # speed up re-cutting changed files (the chunker's guide), never skip reading a file.
+    previous_snapshot_ids: list[str] = field(default_factory=list)
     progress: Progress | None = None
     # Set when the cluster's logs are archived into the repository this backup writes to: the
     # plugin may then archive the logs the backup needs itself instead of waiting for the server.

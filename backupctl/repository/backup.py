@@ -203,7 +203,8 @@ class Archiver:
         self._files = ThreadPoolExecutor(max_workers=file_threads, thread_name_prefix="file")
         self._file_slots = threading.BoundedSemaphore(2 * file_threads)
         self.spool = TreeSpool()
-        self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
+        self._count_lock = threading.Lock()     # file threads add to counts too
+        self.counts = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "chunks_in_place": 0, "dirs": 0,
                        "bytes_read": 0, "bytes_total": 0}
         self._queue: deque[_Pending] = deque()
         self._tree: list[str] | None = None
@@ -270,6 +271,9 @@ class Archiver:
             size += len(chunk)
             futures.append(self.saver.submit(chunk, DATA, release, blob_id))
             self.progress.advance(len(chunk))
+        if guide is not None:
+            with self._count_lock:
+                self.counts["chunks_in_place"] += guide.taken
         return futures, size
 
     # -- tree ---------------------------------------------------------------------------
@@ -301,7 +305,9 @@ class Archiver:
                 self.counts["bytes_total"] += head.node.logical_size if head.node.encoding else head.node.size
             self.spool.add(head.node)
 
-    def add_tree(self, sources: list[_Source], parent: Snapshot | None) -> None:
+    def add_tree(self, sources: list[_Source], parent: Snapshot | None, reuse_unchanged: bool = True) -> None:
+        """``reuse_unchanged=False``: read every file, even one whose metadata matches the parent's (a
+        full backup); the parent then only guides the re-cutting of changed files."""
         parent_tree = _ParentTree(self.repo, parent, self.exclude)
         walker = _Walker(self.warnings)
         for node, abspath in (item for src in sources for item in walker.walk(src)):
@@ -313,7 +319,7 @@ class Archiver:
                     self._file_slots.acquire()
                     self._emit(_Pending(node, self._files.submit(self._read_encoded, node, content), new=old is None))
                     continue
-                reused = parent_tree.unchanged(node, old)
+                reused = parent_tree.unchanged(node, old) if reuse_unchanged else None
                 if reused is not None:
                     node.chunks = reused
                     self.counts["files_unmodified"] += 1
@@ -390,8 +396,9 @@ def find_parent(repo: Repository, paths: list[str], hostname: str) -> Snapshot |
 def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple = (), metadata: dict | None = None,
                  parent: Snapshot | str | None = "auto", progress: Progress | None = None,
                  compression: int | None = None, hostname: str | None = None,
-                 content_hook: ContentHook | None = None) -> Snapshot:
-    """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent.
+                 content_hook: ContentHook | None = None, reuse_unchanged: bool = True) -> Snapshot:
+    """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent
+    (``reuse_unchanged=False``: read anyway; the parent then only speeds up re-cutting changed files).
 
     ``content_hook`` lets an engine store some files in its own encoding (see EncodedContent)."""
     sources = _sources(paths)
@@ -408,7 +415,7 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
         if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
             threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:
-            archiver.add_tree(sources, parent)
+            archiver.add_tree(sources, parent, reuse_unchanged)
             return archiver.commit(paths=abs_paths, tags=list(tags), parent=parent, metadata=metadata, lock=lock,
                                    started=started, hostname=host)
         finally:

@@ -120,7 +120,13 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
     spec = resolved.spec
     resolved.tool.check(target_of(target), spec.name)
     repo_row = resolve_repository(session, target, spec.name, repository)
-    parent = _parent_for(session, target, spec.name, repo_row.name) if type == "incremental" else None
+    # an incremental builds on the newest backup; a full is guided by the newest full (whose files are whole)
+    previous = _newest_backup(session, target, spec.name, repo_row.name,
+                              ("full", "incremental") if type == "incremental" else ("full",))
+    if type == "incremental" and previous is None:
+        raise UsageError(f"cluster {target.name} has no completed {spec.name} backup in repository {repo_row.name} "
+                         "to base an incremental on", "take a full backup there first (--type full)")
+    parent = previous if type == "incremental" else None
     repo = open_repository(repo_row)          # wrong password / missing repository fails before any row exists
     try:
         now = utcnow()
@@ -142,7 +148,9 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
         request = BackupRequest(cluster=target_of(target), method=spec.name, type=type,
                                 metadata=snapshot_metadata(manifest),
                                 tags=[f"cluster={target.name}", f"backup={backup.name}"],
-                                parent_snapshot_ids=list(parent.snapshot_ids) if parent else [], progress=progress,
+                                parent_snapshot_ids=list(parent.snapshot_ids) if parent else [],
+                                previous_snapshot_ids=list(previous.snapshot_ids) if previous and not parent else [],
+                                progress=progress,
                                 log_context=archive_context_of_backup(session, target, repo_row.id))
         try:
             result = resolved.tool.backup(repo, request)
@@ -231,18 +239,15 @@ def _policy_name(session: Session, policy_id: int | None) -> str | None:
     return p.name if p else None
 
 
-def _parent_for(session: Session, cluster: Cluster, method: str, repository: str) -> Backup:
-    """The newest completed backup an incremental can build on: of this method, in the repository the
-    incremental goes to (a chain never spans repositories: each must restore on its own)."""
-    parent = session.scalar(select(Backup).where(Backup.cluster_id == cluster.id, Backup.method == method,
-                                                 Backup.phase == PHASE_COMPLETED,
-                                                 Backup.repository_name == repository,
-                                                 Backup.type.in_(("full", "incremental")))
-                            .order_by(Backup.completed_at.desc(), Backup.id.desc()).limit(1))
-    if parent is None:
-        raise UsageError(f"cluster {cluster.name} has no completed {method} backup in repository {repository} "
-                         "to base an incremental on", "take a full backup there first (--type full)")
-    return parent
+def _newest_backup(session: Session, cluster: Cluster, method: str, repository: str,
+                   types: tuple[str, ...]) -> Backup | None:
+    """The newest completed backup of these types and this method in this repository (a chain never
+    spans repositories: each must restore on its own)."""
+    return session.scalar(select(Backup).where(Backup.cluster_id == cluster.id, Backup.method == method,
+                                               Backup.phase == PHASE_COMPLETED,
+                                               Backup.repository_name == repository,
+                                               Backup.type.in_(types))
+                          .order_by(Backup.completed_at.desc(), Backup.id.desc()).limit(1))
 
 
 # -- reading -------------------------------------------------------------------------------------
