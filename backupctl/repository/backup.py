@@ -142,6 +142,7 @@ class _ParentTree:
         self._cur: Node | None = next(self._it, None)
         self._index = repo.index
         self._exclude = usable
+        self._blob_id = repo.key.blob_id
 
     def find(self, node: Node) -> Node | None:
         """The parent's entry for the same path, if it was a file."""
@@ -164,6 +165,18 @@ class _ParentTree:
             if b not in self._index or b in self._exclude:
                 return None
         return old.chunks
+
+    def guide(self, old: Node | None) -> Guide | None:
+        """The parent's chunks of a changed file, to re-cut only what changed (see Chunker.chunks)."""
+        if old is None or old.encoding is not None or not old.chunks:
+            return None
+        chunks = []
+        for c in old.chunks:
+            entry = self._index.lookup(bytes.fromhex(c))
+            if entry is None:
+                return None
+            chunks.append((entry.raw_length, entry.id))
+        return Guide(chunks, self._blob_id)
 
 
 class EncodedContent(Protocol):
@@ -218,18 +231,6 @@ class Archiver:
         return c
 
     # -- data --------------------------------------------------------------------------
-    def _guide(self, old: Node | None) -> Guide | None:
-        """The parent's chunks of a changed file, to re-cut only what changed (see Chunker.chunks)."""
-        if old is None or old.encoding is not None or not old.chunks:
-            return None
-        chunks = []
-        for c in old.chunks:
-            entry = self.repo.index.lookup(bytes.fromhex(c))
-            if entry is None:
-                return None
-            chunks.append((entry.raw_length, entry.id))
-        return Guide(chunks, self.repo.key.blob_id)
-
     def _read_small(self, path: str) -> tuple[list[Future], int] | None:
         try:
             with open(path, "rb", buffering=0) as f:
@@ -329,7 +330,7 @@ class Archiver:
                     self._emit(_Pending(node, _done(self._read_small(abspath)), new=parent is None))
                 else:
                     self._file_slots.acquire()  # bounds how far the walk runs ahead of the data
-                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath, self._guide(old)),
+                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath, parent_tree.guide(old)),
                                         new=parent is None))
             else:
                 if node.type == DIR:
