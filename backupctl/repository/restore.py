@@ -8,11 +8,10 @@ few large ones. All-zero chunks become holes: sparse files stay sparse.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -78,7 +77,7 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     """Restore a snapshot's tree into ``target``. Entries an engine stored in its own encoding are
     handed to ``decode`` (the engine's); without one, such a snapshot is refused. With ``layers``,
     such an entry's base is written first (in parallel chunks, as any file) and then every layer
-    decoded onto it in order, so a chain of backups restores in one pass, each file written once."""
+    decoded onto it in order, so a chain of backups restores in one pass over the newest tree."""
     progress = progress or Progress()
     progress.add_total(int(snapshot.summary.get("bytes_total", 0)), int(snapshot.summary.get("files_new", 0)))
     progress.total_complete()
@@ -87,13 +86,12 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     target = _check_target(target, overwrite)
     with repo.lock("shared", "restore"):
         repo.reload_index()
-        node_iter = (n for n in walk_tree(repo, snapshot.tree) if _wanted(n, include))
+        node_iter: Iterable[Node] = (n for n in walk_tree(repo, snapshot.tree) if _wanted(n, include))
         if decode is not None:
             # Engine-encoded entries first, the largest first: decoding one (its base, then its
             # changes, in one thread) is the long pole, so it starts at once and overlaps the rest.
-            encoded = sorted((n for n in walk_tree(repo, snapshot.tree) if n.encoding is not None and _wanted(n, include)),
-                             key=lambda n: -n.logical_size)
-            node_iter = itertools.chain(encoded, (n for n in node_iter if n.encoding is None))
+            # The rest keep the tree's order (a stable sort).
+            node_iter = sorted(node_iter, key=lambda n: -n.logical_size if n.encoding is not None else 1)
         dirs: list[tuple[str, Node]] = []
         with _FileWriter(repo, progress) as writer:
             for node in node_iter:
