@@ -6,8 +6,9 @@ Everything else (backup, restore, check, gc) takes a Repository and works throug
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
 
@@ -122,20 +123,21 @@ class Repository:
             raise IntegrityError(f"{what} does not match its id", "run 'backupctl repo check --read-data'")
         return plain
 
-    def read_blobs(self, blob_ids: list[bytes], threads: int = 4, window: int = 8) -> Iterator[bytes]:
-        """Yield blobs in order, fetching ahead on a thread pool with at most ``window`` in flight."""
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            pending = []
-            ids = iter(blob_ids)
-            for bid in ids:
-                pending.append(pool.submit(self.read_blob, bid))
-                if len(pending) >= window:
-                    break
-            for bid in ids:
-                yield pending.pop(0).result()
-                pending.append(pool.submit(self.read_blob, bid))
-            while pending:
-                yield pending.pop(0).result()
+    def read_blobs(self, blob_ids: list[bytes], threads: int = 4, window: int = 8,
+                   pool: ThreadPoolExecutor | None = None) -> Iterator[bytes]:
+        """Yield blobs in order, fetching ahead with at most ``window`` in flight, on ``pool`` or
+        on a pool of ``threads`` of its own."""
+        if pool is None:
+            with ThreadPoolExecutor(max_workers=threads) as own:
+                yield from self.read_blobs(blob_ids, window=window, pool=own)
+            return
+        pending: deque[Future[bytes]] = deque()
+        for bid in blob_ids:
+            if len(pending) >= window:
+                yield pending.popleft().result()
+            pending.append(pool.submit(self.read_blob, bid))
+        while pending:
+            yield pending.popleft().result()
 
     # -- snapshots -----------------------------------------------------------------------
     def snapshots(self, threads: int = 8) -> list[Snapshot]:

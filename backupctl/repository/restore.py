@@ -3,15 +3,19 @@
 Every blob is verified against its keyed id on the way out, so a restore either returns
 exactly the bytes that were backed up or stops with an IntegrityError. Blobs are fetched
 ahead on a thread pool across file boundaries, so many small files restore as fast as a
-few large ones. All-zero chunks become holes: sparse files stay sparse.
+few large ones. Files are assembled in aligned windows and each window written once, large
+files with O_DIRECT (no copy into the page cache, on disk at the end); an incremental
+chain's changes are laid over each window in memory, so no byte is written twice. All-zero
+chunks become holes: sparse files stay sparse.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -69,15 +73,20 @@ Decoder = Callable[[Node, str, Iterator[bytes]], None]
 # whole, then the encoded entries between (an incremental backup's chain). None: on the file
 # already in the target.
 Layers = Callable[[Node], "list[Node] | None"]
+# An encoded entry's stored bytes -> its changes as (offset, bytes) in ascending offset; the
+# generator returns the file's size after them.
+Patches = Callable[[Node, Iterator[bytes]], Generator[tuple[int, memoryview], None, int]]
 
 
 def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, include: list[str] | None = None,
                      overwrite: bool = False, progress: Progress | None = None,
-                     decode: Decoder | None = None, layers: Layers | None = None) -> RestoreSummary:
+                     decode: Decoder | None = None, layers: Layers | None = None,
+                     patches: Patches | None = None) -> RestoreSummary:
     """Restore a snapshot's tree into ``target``. Entries an engine stored in its own encoding are
-    handed to ``decode`` (the engine's); without one, such a snapshot is refused. With ``layers``,
-    such an entry's base is written first (in parallel chunks, as any file) and then every layer
-    decoded onto it in order, so a chain of backups restores in one pass over the newest tree."""
+    handed to ``decode`` (the engine's); without one, such a snapshot is refused. With ``layers``
+    and ``patches``, such an entry is assembled from its base (decoded in parallel, as any file)
+    and every layer's patches laid over it in memory, so a chain of backups restores in one pass
+    over the newest tree and each byte is written once."""
     progress = progress or Progress()
     progress.add_total(int(snapshot.summary.get("bytes_total", 0)), int(snapshot.summary.get("files_new", 0)))
     progress.total_complete()
@@ -87,34 +96,31 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     with repo.lock("shared", "restore"):
         repo.reload_index()
         node_iter: Iterable[Node] = (n for n in walk_tree(repo, snapshot.tree) if _wanted(n, include))
-        if decode is not None:
-            # Engine-encoded entries first, the largest first: decoding one (its base, then its
-            # changes, in one thread) is the long pole, so it starts at once and overlaps the rest.
-            # The rest keep the tree's order (a stable sort).
+        if decode is not None or patches is not None:
+            # Engine-encoded entries first, the largest first: their layers are read in order, so
+            # they are the long pole; starting them at once overlaps them with the rest. The rest
+            # keep the tree's order (a stable sort).
             node_iter = sorted(node_iter, key=lambda n: -n.logical_size if n.encoding is not None else 1)
         dirs: list[tuple[str, Node]] = []
-        with _FileWriter(repo, progress) as writer:
+        with _FileWriter(repo, progress, patches) as writer:
             for node in node_iter:
                 path = _safe_join(target, node.path)
                 if node.type == DIR:
                     os.makedirs(path, exist_ok=True)
                     dirs.append((path, node))
                 elif node.encoding is not None:
-                    if decode is None:
+                    below = layers(node) if layers is not None and patches is not None else None
+                    if below:
+                        writer.add(path, below[0], [*below[1:], node])
+                    elif decode is None:
                         raise UsageError(f"snapshot {snapshot.short_id} stores {node.path} in the {node.encoding} "
                                          "encoding of an engine",
                                          "restore this backup with 'backupctl restore create --backup NAME'")
-                    below = layers(node) if layers is not None else None
-                    if below:
-                        def then(n=node, p=path, encoded=[*below[1:], node], base_size=below[0].size):
-                            _decode_layers(repo, decode, encoded, p, n)
-                            writer.count(0, n.logical_size - base_size)
-                        writer.add(path, below[0], then=then)
                     else:
                         # Decoders already run several at once on the writer's pool: each reads its
                         # own blobs in order, without a pool of its own.
                         os.makedirs(os.path.dirname(path), exist_ok=True)
-                        writer.run(lambda n=node, p=path: _decode_layers(repo, decode, [n], p, n), node.logical_size)
+                        writer.run(lambda n=node, p=path: _decode(repo, decode, n, p), node.logical_size)
                 elif node.type in (FILE, STREAM):
                     writer.add(path, node)
                 elif node.type == SYMLINK:
@@ -132,30 +138,122 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     return summary
 
 
-def _decode_layers(repo: Repository, decode: Decoder, encoded: list[Node], path: str, last: Node) -> None:
-    for node in encoded:
-        decode(node, path, (repo.read_blob(bytes.fromhex(c)) for c in node.chunks))
-    _set_meta(path, last)
+def _decode(repo: Repository, decode: Decoder, node: Node, path: str) -> None:
+    decode(node, path, (repo.read_blob(bytes.fromhex(c)) for c in node.chunks))
+    _set_meta(path, node)
+
+
+# Files are assembled in memory and written in aligned windows of this many bytes: one write per
+# window, whatever the chunk boundaries, and layers' patches laid over a window before it is written.
+WINDOW = 4 * 1024 * 1024
+_ALIGN = 4096                     # O_DIRECT's unit for offsets, lengths and buffer addresses
+# Files of at least this size bypass the page cache (O_DIRECT): copying into the page cache costs
+# as much CPU as decompressing, and the restored files are on disk when the restore ends (as with
+# pgBackRest, which syncs each file). Smaller files are not worth a synchronous write each.
+# BACKUPCTL_RESTORE_DIRECT=0 turns it off (a file system where O_DIRECT is slow).
+DIRECT_MIN = WINDOW
+_DIRECT = hasattr(os, "O_DIRECT") and os.environ.get("BACKUPCTL_RESTORE_DIRECT", "1") != "0"
+
+
+class _WindowBuffers:
+    """A fixed set of page-aligned window buffers (anonymous maps), reused; taking one waits while
+    all are in use and gives up when the restore failed (the windows holding them never complete)."""
+
+    def __init__(self, count: int, failed: Callable[[], BaseException | None]) -> None:
+        self._free: list[mmap.mmap] = []
+        self._unmade = count
+        self._failed = failed
+        self._cond = threading.Condition()
+
+    def get(self) -> mmap.mmap:
+        with self._cond:
+            while not self._free and not self._unmade:
+                error = self._failed()
+                if error is not None:
+                    raise error
+                self._cond.wait(0.5)
+            if self._free:
+                return self._free.pop()
+            self._unmade -= 1
+        return mmap.mmap(-1, WINDOW)
+
+    def put(self, buf: mmap.mmap) -> None:
+        with self._cond:
+            self._free.append(buf)
+            self._cond.notify()
+
+    def close(self) -> None:
+        for buf in self._free:
+            try:
+                buf.close()
+            except BufferError:       # a view of it outlived a failed restore: the collector frees it
+                pass
+
+
+class _Window:
+    """One aligned window of a file being assembled: ``remaining`` base bytes still to arrive."""
+
+    __slots__ = ("buf", "view", "start", "length", "remaining", "zeros", "patched")
+
+    def __init__(self, buf: mmap.mmap, start: int, length: int, based: int) -> None:
+        self.buf, self.view = buf, memoryview(buf)
+        self.start, self.length, self.remaining = start, length, based
+        self.zeros: list[tuple[int, int]] = []      # ranges of all-zero chunks: holes unless patched
+        self.patched = False
+
+
+class _Layer:
+    """One encoded layer's patches, read in order as windows ask for them."""
+
+    def __init__(self, gen: Generator[tuple[int, memoryview], None, int]) -> None:
+        self.gen = gen
+        self.pending: tuple[int, memoryview] | None = None
+        self.size: int | None = None
+
+    def next(self) -> tuple[int, memoryview] | None:
+        if self.pending is None and self.size is None:
+            try:
+                self.pending = next(self.gen)
+            except StopIteration as stop:
+                self.size = stop.value
+        return self.pending
 
 
 class _OpenFile:
-    def __init__(self, path: str, node: Node, fd: int, chunks: int, then: Callable[[], None] | None) -> None:
-        self.path, self.node, self.fd, self.remaining, self.then = path, node, fd, chunks, then
+    def __init__(self, path: str, final: Node, fd: int, size: int, base_end: int, layers: list[_Layer]) -> None:
+        self.path, self.final, self.fd = path, final, fd
+        self.size, self.base_end, self.layers = size, base_end, layers
+        self.windows: dict[int, _Window] = {}
+        self.count = (size + WINDOW - 1) // WINDOW
+        self.written = 0                    # windows written
+        self.next = 0                       # with layers, windows are written in order: the next one
+        self.ready: set[int] = set()
+        self.writing = False
+        self.lock = threading.Lock()
 
 
 class _FileWriter:
-    """Fetches, verifies and writes chunks on a thread pool, each at its offset (pwrite).
+    """Fetches, verifies and places chunks on a thread pool, and writes files in aligned windows.
 
-    Writing into the page cache costs as much kernel time as the decryption costs user time,
-    so writes run in parallel too. At most ``window`` chunks are in flight; all-zero chunks
-    are left as holes.
+    At most ``window`` chunks are in flight and ``buffers`` windows assembled at once, so memory
+    stays bounded. All-zero chunks become holes. An entry with layers (an incremental chain) is
+    written window by window in order, each window's base overlaid with every layer's patches.
     """
 
-    def __init__(self, repo: Repository, progress: Progress, threads: int = 4, window: int = 16) -> None:
-        self.repo, self.progress = repo, progress
+    def __init__(self, repo: Repository, progress: Progress, patches: Patches | None = None, threads: int = 4,
+                 window: int = 16, buffers: int = 12) -> None:
+        self.repo, self.progress, self.patches = repo, progress, patches
         self.files = self.bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
+        # Windows of layered files are written, and layers' blobs read ahead, on pools of their own:
+        # the pool's threads submit to them and wait for them.
+        self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-write")
+        self._layer_reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-layers")
         self._slots = threading.BoundedSemaphore(window)
+        # The next chunk may need every window it spans while all others wait for their chunks: room
+        # for that twice over, so that the windows of submitted chunks always complete.
+        span = -(-repo.config.chunk_max // WINDOW) + 1
+        self._buffers = _WindowBuffers(max(buffers, 2 * span), lambda: self._error)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
 
@@ -182,13 +280,11 @@ class _FileWriter:
             self.files += files
             self.bytes += nbytes
 
-    def add(self, path: str, node: Node, then: Callable[[], None] | None = None) -> None:
-        """Write a file stored whole; ``then`` runs once it is complete (on a pool thread)."""
+    def add(self, path: str, node: Node, layers: list[Node] | None = None) -> None:
+        """Write a file stored whole, or (``layers``) a base with encoded layers over it, the last
+        of which is the entry being restored."""
         if self._error is not None:
             raise self._error
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if os.path.lexists(path):
-            os.unlink(path)
         entries = []
         for c in node.chunks:
             entry = self.repo.index.lookup(bytes.fromhex(c))
@@ -198,56 +294,179 @@ class _FileWriter:
             entries.append(entry)
         if sum(e.raw_length for e in entries) != node.size:
             raise IntegrityError(f"{node.path}: its chunks do not add up to its size", "run 'backupctl repo check'")
-        f = _OpenFile(path, node, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), len(entries), then)
-        if not entries:
+        final = layers[-1] if layers else node
+        size = final.logical_size if layers else node.size
+        opened = [_Layer(self.patches(n, self._blobs(n))) for n in layers or []]
+        f = _OpenFile(path, final, self._open(path, size), size, min(node.size, size), opened)
+        if f.count == 0:
             self._finish(f)
             return
         offset = 0
         for entry in entries:
+            if offset >= f.base_end:                     # cut off by a later layer: never read
+                break
+            end = min(offset + entry.raw_length, f.base_end)
+            for j in range(offset // WINDOW, (end - 1) // WINDOW + 1):
+                if j not in f.windows:
+                    self._open_window(f, j)
             self._slots.acquire()
             if self._error is not None:
                 self._slots.release()
                 raise self._error
-            self._pool.submit(self._write, f, entry, offset)
+            self._pool.submit(self._fill, f, entry, offset)
             offset += entry.raw_length
+        for j in range((f.base_end + WINDOW - 1) // WINDOW if f.base_end else 0, f.count):
+            self._open_window(f, j)                       # past the base: the layers' pages only
+            self._complete(f, j)
 
-    def _write(self, f: _OpenFile, entry, offset: int) -> None:
+    def _blobs(self, node: Node) -> Iterator[bytes]:
+        return self.repo.read_blobs([bytes.fromhex(c) for c in node.chunks], window=4, pool=self._layer_reads)
+
+    def _open(self, path: str, size: int) -> int:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.lexists(path):
+            os.unlink(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        if _DIRECT and size >= DIRECT_MIN:
+            try:
+                return os.open(path, flags | os.O_DIRECT, 0o600)
+            except OSError:                               # a file system without O_DIRECT (tmpfs)
+                pass
+        return os.open(path, flags, 0o600)
+
+    def _open_window(self, f: _OpenFile, j: int) -> None:
+        start = j * WINDOW
+        length = min(WINDOW, f.size - start)
+        based = max(0, min(length, f.base_end - start))
+        w = _Window(self._buffers.get(), start, length, based)
+        padded = -(-length // _ALIGN) * _ALIGN
+        if padded > based:                               # past the base, and the pad: zeros, not a reused buffer's bytes
+            w.view[based:padded] = _ZERO_VIEW[:padded - based]
+        f.windows[j] = w
+
+    def _fill(self, f: _OpenFile, entry, offset: int) -> None:
         try:
             blob = self.repo.read_blob(entry.id)
             n = len(blob)
-            if not (n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]):  # zeros stay a hole (a view: no copy)
-                view = memoryview(blob)
-                while view:
-                    written = os.pwrite(f.fd, view, offset)
-                    view, offset = view[written:], offset + written
-            with self._lock:
-                self.bytes += n
-                f.remaining -= 1
-                last = f.remaining == 0
+            zero = n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]      # a view: no copy
+            data = memoryview(blob)
+            pos, end = offset, min(offset + n, f.base_end)
+            while pos < end:
+                j = pos // WINDOW
+                w = f.windows[j]
+                stop = min(end, w.start + WINDOW)
+                w.view[pos - w.start:stop - w.start] = data[pos - offset:stop - offset]
+                if zero:
+                    w.zeros.append((pos - w.start, stop - w.start))
+                with f.lock:
+                    w.remaining -= stop - pos
+                    complete = w.remaining == 0
+                if complete:
+                    self._complete(f, j)
+                pos = stop
+            self.count(0, max(0, end - offset))
             self.progress.advance(n)
-            if last:
-                self._finish(f)
         except BaseException as exc:
             self._error = self._error or exc
         finally:
             self._slots.release()
 
+    def _complete(self, f: _OpenFile, j: int) -> None:
+        """Window ``j`` holds its base: write it, or with layers, overlay every window ready in order
+        (the layers are read in order) and hand each to the pool to write."""
+        if not f.layers:
+            self._write(f, f.windows.pop(j))
+            return
+        with f.lock:
+            f.ready.add(j)
+            if f.writing:
+                return                                    # the thread writing will take it
+            f.writing = True
+        while True:
+            with f.lock:
+                if f.next not in f.ready:
+                    f.writing = False
+                    return
+                f.ready.discard(f.next)
+                w = f.windows.pop(f.next)
+                f.next += 1
+            self._overlay(f, w)
+            self._writes.submit(self._write, f, w)
+
+    def _overlay(self, f: _OpenFile, w: _Window) -> None:
+        end = w.start + w.length
+        for layer in f.layers:                            # oldest first: later layers win
+            while (patch := layer.next()) is not None and patch[0] < end:
+                offset, data = patch
+                stop = min(offset + len(data), end)
+                if offset >= w.start:
+                    w.view[offset - w.start:stop - w.start] = data[:stop - offset]
+                    w.patched = True
+                layer.pending = (stop, data[stop - offset:]) if stop < offset + len(data) else None
+
+    def _write(self, f: _OpenFile, w: _Window) -> None:
+        try:
+            padded = -(-w.length // _ALIGN) * _ALIGN
+            for a, b in _data_ranges(w.zeros if not w.patched else [], w.length, padded):
+                view = w.view[a:b]
+                offset = w.start + a
+                while view:
+                    written = os.pwrite(f.fd, view, offset)
+                    view, offset = view[written:], offset + written
+            self._buffers.put(w.buf)
+            with f.lock:
+                f.written += 1
+                last = f.written == f.count
+            if last:
+                self._finish(f)
+        except BaseException as exc:
+            self._error = self._error or exc
+
     def _finish(self, f: _OpenFile) -> None:
-        os.ftruncate(f.fd, f.node.size)  # trailing holes still count towards the size
+        for layer in f.layers:                            # each layer's end: its size
+            while layer.next() is not None:
+                layer.pending = None                      # pages the last layer truncated away
+        if f.layers and f.layers[-1].size != f.size:
+            raise IntegrityError(f"{f.final.path}: its layers end at {f.layers[-1].size} bytes, the snapshot says "
+                                 f"{f.size}", "the backup chain is damaged; restore from another backup")
+        os.ftruncate(f.fd, f.size)   # the last window's pad goes; trailing holes still count
         os.close(f.fd)
-        _set_meta(f.path, f.node)
-        if f.then is not None:
-            f.then()
-        self.count(1, 0)
-        self.progress.advance(0, 1)
+        _set_meta(f.path, f.final)
+        self.count(1, f.size - f.base_end)
+        self.progress.advance(f.size - f.base_end, 1)
 
     def __enter__(self) -> "_FileWriter":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)         # in this order: each submits to the next
+        self._writes.shutdown(wait=True)
+        self._layer_reads.shutdown(wait=True)
+        self._buffers.close()
         if self._error is not None and exc[0] is None:
             raise self._error
+
+
+def _data_ranges(zeros: list[tuple[int, int]], length: int, padded: int) -> list[tuple[int, int]]:
+    """The aligned ranges of a window to write: all of it but whole aligned blocks inside all-zero
+    chunks (holes; past ``length``, up to ``padded``, is the pad of the file's last block)."""
+    holes = []
+    for a, b in sorted(zeros):
+        a = -(-a // _ALIGN) * _ALIGN
+        b = padded if b == length else b // _ALIGN * _ALIGN
+        if a < b:
+            if holes and a <= holes[-1][1]:
+                holes[-1] = (holes[-1][0], max(b, holes[-1][1]))
+            else:
+                holes.append((a, b))
+    out, pos = [], 0
+    for a, b in holes:
+        if pos < a:
+            out.append((pos, a))
+        pos = max(pos, b)
+    if pos < padded:
+        out.append((pos, padded))
+    return out
 
 
 def _set_meta(path: str, node: Node, symlink: bool = False) -> None:

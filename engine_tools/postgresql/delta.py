@@ -25,7 +25,7 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from backupctl.errors import IntegrityError
 from backupctl.repository.tree import Node
@@ -147,13 +147,79 @@ class _PageWriter:
             self._map = None
 
 
-def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
-    """Write a delta's pages into the file restored from the parent, and give it its new size."""
+class _Parser:
+    """Reads the stream format from buffers handed over in order (records may straddle them)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.header_done = False
+        self.last_page = -1
+        self.size: int | None = None          # set by the trailer
+
+    def records(self, buf: bytes, pos: int) -> Generator[tuple[int, memoryview], None, int]:
+        """Yield the complete records of ``buf`` from ``pos`` as (offset, page); return where the
+        first incomplete one starts (or the end of the trailer)."""
+        n = len(buf)
+        if not self.header_done:
+            if n - pos < _HEADER.size:
+                return pos
+            magic, page_size, _ = _HEADER.unpack_from(buf, pos)
+            if magic != MAGIC or page_size != PAGE:
+                raise IntegrityError(f"{self.node.path}: not a page delta", "the backup is damaged")
+            self.header_done, pos = True, pos + _HEADER.size
+        view = memoryview(buf)
+        while n - pos >= _RECORD.size:
+            (page_no,) = _RECORD.unpack_from(buf, pos)
+            if page_no == _END:
+                if n - pos < _TRAILER.size:
+                    return pos
+                self.size = _TRAILER.unpack_from(buf, pos)[1]
+                return pos + _TRAILER.size
+            if n - pos < _RECORD.size + PAGE:
+                return pos
+            if page_no <= self.last_page:
+                raise IntegrityError(f"{self.node.path}: the page delta is out of order", "the backup is damaged")
+            self.last_page = page_no
+            start = pos + _RECORD.size
+            yield page_no * PAGE, view[start:start + PAGE]
+            pos = start + PAGE
+        return pos
+
+
+def patches(node: Node, blobs: Iterator[bytes]) -> Generator[tuple[int, memoryview], None, int]:
+    """A delta's pages as (offset, page) in ascending order; returns the file's size after them.
+
+    Blobs are parsed in place; only a record cut by a blob boundary is copied (with the head of
+    the next blob), so a page is copied once, by whoever writes it."""
     if node.encoding != ENCODING:
         raise IntegrityError(f"{node.path}: unknown encoding {node.encoding!r}", "upgrade backupctl")
+    parser = _Parser(node)
+    longest = _HEADER.size + _RECORD.size + PAGE       # no header, record or trailer is longer
+    rest = b""
+    for blob in blobs:
+        start = 0
+        if rest:
+            head = rest + blob[:longest]
+            pos = yield from parser.records(head, 0)
+            if parser.size is not None:
+                return parser.size
+            if len(blob) <= longest:                   # the head holds all of this blob
+                rest = head[pos:]
+                continue
+            start = pos - len(rest)                    # the cut record ended inside this blob
+        pos = yield from parser.records(blob, start)
+        if parser.size is not None:
+            return parser.size
+        rest = blob[pos:]
+    raise IntegrityError(f"{node.path}: the page delta is truncated", "the backup is damaged")
+
+
+def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
+    """Write a delta's pages into the file already in ``path``, and give it its new size."""
     if not os.path.exists(path):
         raise IntegrityError(f"{node.path}: the incremental backup changes a file its parent chain does not have",
                              "the backup chain is damaged; restore from another backup")
+    pages_in = patches(node, blobs)
     fd = os.open(path, os.O_RDWR)                      # a shared writable map needs read access too
     pages = None
     try:
@@ -161,36 +227,13 @@ def apply(node: Node, path: str, blobs: Iterator[bytes]) -> None:
         if node.logical_size > size_now:               # room for the pages past the parent's end
             os.ftruncate(fd, node.logical_size)
         pages = _PageWriter(fd, max(size_now, node.logical_size))
-        pending = bytearray()
-        header_done, size = False, None
-        for blob in blobs:
-            pending += blob
-            pos = 0
-            if not header_done:
-                if len(pending) < _HEADER.size:
-                    continue
-                magic, page_size, _ = _HEADER.unpack_from(pending, 0)
-                if magic != MAGIC or page_size != PAGE:
-                    raise IntegrityError(f"{node.path}: not a page delta", "the backup is damaged")
-                header_done, pos = True, _HEADER.size
-            view = memoryview(pending)
-            while len(pending) - pos >= _RECORD.size:
-                (page_no,) = _RECORD.unpack_from(pending, pos)
-                if page_no == _END:
-                    if len(pending) - pos < _TRAILER.size:
-                        break
-                    size = _TRAILER.unpack_from(pending, pos)[1]
-                    pos += _TRAILER.size
-                    break
-                if len(pending) - pos < _RECORD.size + PAGE:
-                    break
-                start = pos + _RECORD.size
-                pages.write(page_no, view[start:start + PAGE])
-                pos = start + PAGE
-            view.release()
-            del pending[:pos]
-        if size is None:
-            raise IntegrityError(f"{node.path}: the page delta is truncated", "the backup is damaged")
+        while True:
+            try:
+                offset, page = next(pages_in)
+            except StopIteration as end:
+                size = end.value
+                break
+            pages.write(offset // PAGE, page)
         pages.close()
         os.ftruncate(fd, size)
     finally:

@@ -62,7 +62,7 @@ def restore_chain(repo: Repository, chain: list[Snapshot], target: str, *, overw
                              "the backup chain is damaged; restore from another backup")
 
     return restore_snapshot(repo, chain[-1], target, overwrite=overwrite, progress=progress, decode=delta.apply,
-                            layers=layers)
+                            layers=layers, patches=delta.patches)
 
 
 @dataclass

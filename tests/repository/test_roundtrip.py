@@ -8,7 +8,7 @@ import os
 import pytest
 
 from backupctl.errors import UsageError
-from backupctl.repository import Repository
+from backupctl.repository import Repository, restore
 from backupctl.repository.backup import backup_paths, backup_stream
 from backupctl.repository.restore import restore_snapshot, restore_stream
 from tests.conftest import PASSWORD
@@ -24,6 +24,33 @@ def test_tree_restores_byte_for_byte_with_modes_links_and_odd_names(repo_url, tm
     summary = restore_snapshot(Repository.open(repo_url, PASSWORD), snap, str(target))
     assert tree_digest(target) == tree_digest(src)
     assert summary.bytes == snap.summary["bytes_total"]
+
+
+@pytest.mark.parametrize("window,direct", [(8192, True), (64 * 1024, False)])
+def test_files_assembled_in_small_windows_restore_byte_for_byte(fs_repo_url, tmp_path, monkeypatch, window, direct):
+    """Chunks cut across many windows, files of every size, holes: with and without O_DIRECT."""
+    monkeypatch.setattr(restore, "WINDOW", window)
+    monkeypatch.setattr(restore, "DIRECT_MIN", 0)
+    monkeypatch.setattr(restore, "_DIRECT", direct)
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    target = tmp_path / "restored"
+    summary = restore_snapshot(Repository.open(fs_repo_url, PASSWORD), snap, str(target))
+    assert tree_digest(target) == tree_digest(src)
+    assert summary.bytes == snap.summary["bytes_total"]
+    assert (target / "sparse.img").stat().st_blocks * 512 <= 8 * 1024 * 1024   # 16 MiB: its zero chunks are holes
+
+
+def test_a_window_writes_all_but_the_aligned_blocks_of_zero_chunks():
+    A = restore._ALIGN
+    assert restore._data_ranges([], 10 * A, 10 * A) == [(0, 10 * A)]
+    # a zero chunk from 1.5 blocks to 4.5: blocks 2 and 3 are holes, the partial ones are written
+    assert restore._data_ranges([(A + A // 2, 4 * A + A // 2)], 10 * A, 10 * A) == [(0, 2 * A), (4 * A, 10 * A)]
+    # zero chunks that touch merge; one reaching the file's end takes the last block's pad along
+    assert restore._data_ranges([(A, 3 * A), (3 * A, 5 * A), (8 * A, 9 * A + 5)], 9 * A + 5, 10 * A) == \
+        [(0, A), (5 * A, 8 * A)]
+    assert restore._data_ranges([(0, 7)], 7, A) == []
 
 
 def test_sparse_file_is_restored_sparse(fs_repo_url, tmp_path):

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backupctl.repository import Repository
+from backupctl.repository import restore as restore_module
 from backupctl.repository.backup import backup_paths
 from backupctl.repository.tree import Node, walk_tree
 from engine_tools.postgresql import delta
@@ -62,7 +63,12 @@ def backup(repo, data: DataDir, parent=None, since_lsn: int | None = None):
                         content_hook=delta.content_hook(since_lsn) if parent is not None else None)
 
 
-def test_chain_with_changes_truncation_and_extension_restores_byte_for_byte(fs_repo_url, tmp_path):
+@pytest.mark.parametrize("window", [None, 16 * 1024])
+def test_chain_with_changes_truncation_and_extension_restores_byte_for_byte(fs_repo_url, tmp_path, monkeypatch,
+                                                                             window):
+    if window:   # many windows a file, O_DIRECT for every file: layers laid over windows in order
+        monkeypatch.setattr(restore_module, "WINDOW", window)
+        monkeypatch.setattr(restore_module, "DIRECT_MIN", 0)
     rng = random.Random(4)
     data = DataDir(tmp_path / "data", rng)
     repo = Repository.init(fs_repo_url, PASSWORD)
