@@ -220,8 +220,10 @@ class _Layer:
 
 
 class _OpenFile:
-    def __init__(self, path: str, final: Node, fd: int, size: int, base_end: int, layers: list[_Layer]) -> None:
+    def __init__(self, path: str, final: Node, fd: int, size: int, base_end: int, layers: list[_Layer],
+                 windows: int) -> None:
         self.path, self.final, self.fd = path, final, fd
+        self.budget = threading.BoundedSemaphore(windows)     # windows this file may hold at once
         self.size, self.base_end, self.layers = size, base_end, layers
         self.windows: dict[int, _Window] = {}
         self.count = (size + WINDOW - 1) // WINDOW
@@ -235,25 +237,30 @@ class _OpenFile:
 class _FileWriter:
     """Fetches, verifies and places chunks on a thread pool, and writes files in aligned windows.
 
-    At most ``window`` chunks are in flight and ``buffers`` windows assembled at once, so memory
-    stays bounded. All-zero chunks become holes. An entry with layers (an incremental chain) is
-    written window by window in order, each window's base overlaid with every layer's patches.
+    ``files`` files are fed to the pool at once, each holding at most ``file_windows`` windows,
+    so that a large file waiting on its layers does not hold up the others. At most ``window``
+    chunks are in flight and ``buffers`` windows assembled at once: memory stays bounded.
+    All-zero chunks become holes. An entry with layers (an incremental chain) is written window
+    by window in order, each window's base overlaid with every layer's patches.
     """
 
     def __init__(self, repo: Repository, progress: Progress, patches: Patches | None = None, threads: int = 4,
-                 window: int = 16, buffers: int = 12) -> None:
+                 window: int = 16, buffers: int = 24, files: int = 3, file_windows: int = 8) -> None:
         self.repo, self.progress, self.patches = repo, progress, patches
         self.files = self.bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
+        self._feeders = ThreadPoolExecutor(max_workers=files, thread_name_prefix="restore-feed")
+        self._feeding = threading.BoundedSemaphore(2 * files)
         # Windows of layered files are written, and layers' blobs read ahead, on pools of their own:
         # the pool's threads submit to them and wait for them.
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-write")
         self._layer_reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-layers")
         self._slots = threading.BoundedSemaphore(window)
-        # The next chunk may need every window it spans while all others wait for their chunks: room
-        # for that twice over, so that the windows of submitted chunks always complete.
+        # The next chunk of a file may need every window it spans while the others wait for their
+        # chunks: room for that twice over, for each file being fed, so that fed chunks always complete.
         span = -(-repo.config.chunk_max // WINDOW) + 1
-        self._buffers = _WindowBuffers(max(buffers, 2 * span), lambda: self._error)
+        self._file_windows = max(file_windows, 2 * span)
+        self._buffers = _WindowBuffers(max(buffers, 2 * files * span), lambda: self._error)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
 
@@ -294,10 +301,31 @@ class _FileWriter:
             entries.append(entry)
         if sum(e.raw_length for e in entries) != node.size:
             raise IntegrityError(f"{node.path}: its chunks do not add up to its size", "run 'backupctl repo check'")
+        self._wait(self._feeding)
+        self._feeders.submit(self._feed, path, node, layers, entries)
+
+    def _wait(self, semaphore: threading.Semaphore) -> None:
+        while not semaphore.acquire(timeout=0.5):
+            if self._error is not None:
+                raise self._error
+        if self._error is not None:
+            semaphore.release()
+            raise self._error
+
+    def _feed(self, path: str, node: Node, layers: list[Node] | None, entries: list) -> None:
+        """Open one file and hand its chunks to the pool (on a feeder thread)."""
+        try:
+            self._feed_chunks(path, node, layers, entries)
+        except BaseException as exc:
+            self._error = self._error or exc
+        finally:
+            self._feeding.release()
+
+    def _feed_chunks(self, path: str, node: Node, layers: list[Node] | None, entries: list) -> None:
         final = layers[-1] if layers else node
         size = final.logical_size if layers else node.size
         opened = [_Layer(self.patches(n, self._blobs(n))) for n in layers or []]
-        f = _OpenFile(path, final, self._open(path, size), size, min(node.size, size), opened)
+        f = _OpenFile(path, final, self._open(path, size), size, min(node.size, size), opened, self._file_windows)
         if f.count == 0:
             self._finish(f)
             return
@@ -309,10 +337,7 @@ class _FileWriter:
             for j in range(offset // WINDOW, (end - 1) // WINDOW + 1):
                 if j not in f.windows:
                     self._open_window(f, j)
-            self._slots.acquire()
-            if self._error is not None:
-                self._slots.release()
-                raise self._error
+            self._wait(self._slots)
             self._pool.submit(self._fill, f, entry, offset)
             offset += entry.raw_length
         for j in range((f.base_end + WINDOW - 1) // WINDOW if f.base_end else 0, f.count):
@@ -338,6 +363,7 @@ class _FileWriter:
         start = j * WINDOW
         length = min(WINDOW, f.size - start)
         based = max(0, min(length, f.base_end - start))
+        self._wait(f.budget)
         w = _Window(self._buffers.get(), start, length, based)
         padded = -(-length // _ALIGN) * _ALIGN
         if padded > based:                               # past the base, and the pad: zeros, not a reused buffer's bytes
@@ -414,6 +440,7 @@ class _FileWriter:
                     written = os.pwrite(f.fd, view, offset)
                     view, offset = view[written:], offset + written
             self._buffers.put(w.buf)
+            f.budget.release()
             with f.lock:
                 f.written += 1
                 last = f.written == f.count
@@ -439,7 +466,8 @@ class _FileWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)         # in this order: each submits to the next
+        self._feeders.shutdown(wait=True)      # in this order: each submits to the next
+        self._pool.shutdown(wait=True)
         self._writes.shutdown(wait=True)
         self._layer_reads.shutdown(wait=True)
         self._buffers.close()
