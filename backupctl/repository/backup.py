@@ -190,6 +190,8 @@ class EncodedContent(Protocol):
 
 # (entry, its path on disk, the parent's entry for it) -> the content to store instead, or None
 ContentHook = Callable[[Node, str, "Node | None"], "EncodedContent | None"]
+# A file's path in the snapshot -> cut it every so many bytes instead of by content (None: by content).
+FixedChunks = Callable[[str], "int | None"]
 
 
 class Archiver:
@@ -202,9 +204,11 @@ class Archiver:
     """
 
     def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
-                 workers: int = 2, file_threads: int = 2, content_hook: ContentHook | None = None) -> None:
+                 workers: int = 2, file_threads: int = 2, content_hook: ContentHook | None = None,
+                 fixed_chunks: FixedChunks | None = None) -> None:
         self.repo = repo
         self.content_hook = content_hook
+        self.fixed_chunks = fixed_chunks or (lambda path: None)
         self.progress = progress or Progress()
         self.warnings: list[str] = []
         repo.reload_index()  # after the lock is held: see the gc plans written before it
@@ -231,7 +235,7 @@ class Archiver:
         return c
 
     # -- data --------------------------------------------------------------------------
-    def _read_small(self, path: str) -> tuple[list[Future], int] | None:
+    def _read_small(self, path: str, fixed: int | None = None) -> tuple[list[Future], int] | None:
         try:
             with open(path, "rb", buffering=0) as f:
                 data = f.read(SMALL_FILE + 1)
@@ -241,12 +245,13 @@ class Archiver:
             self.warnings.append(f"{path}: {exc.strerror}")
             return None
         self.progress.advance(len(data))
-        return [self.saver.submit(chunk, DATA) for chunk in self.chunker.chunk_bytes(data)], len(data)
+        return [self.saver.submit(chunk, DATA) for chunk in self.chunker.chunk_bytes(data, fixed)], len(data)
 
-    def _read_large(self, path: str, guide: Guide | None = None) -> tuple[list[Future], int] | None:
+    def _read_large(self, path: str, guide: Guide | None = None, fixed: int | None = None
+                    ) -> tuple[list[Future], int] | None:
         try:
             with open(path, "rb", buffering=0) as f:
-                return self._chunk_stream(f, guide)
+                return self._chunk_stream(f, guide, fixed)
         except OSError as exc:
             self.warnings.append(f"{path}: {exc.strerror}")
             return None
@@ -264,11 +269,12 @@ class Archiver:
         node.logical_size = content.logical_size
         return result
 
-    def _chunk_stream(self, stream: BinaryIO, guide: Guide | None = None) -> tuple[list[Future], int]:
+    def _chunk_stream(self, stream: BinaryIO, guide: Guide | None = None, fixed: int | None = None
+                      ) -> tuple[list[Future], int]:
         """Chunk futures and the byte count actually read (a live file may have changed since its stat)."""
         futures, size = [], 0
         readinto = getattr(stream, "readinto", None) or _readinto_from_read(stream)
-        for chunk, release, blob_id in self.chunker.chunks(readinto, guide):
+        for chunk, release, blob_id in self.chunker.chunks(readinto, guide, fixed):
             size += len(chunk)
             futures.append(self.saver.submit(chunk, DATA, release, blob_id))
             self.progress.advance(len(chunk))
@@ -327,10 +333,13 @@ class Archiver:
                     self.progress.advance(node.size, 1)
                     self._emit(_Pending(node))
                 elif node.size <= SMALL_FILE:
-                    self._emit(_Pending(node, _done(self._read_small(abspath)), new=parent is None))
+                    self._emit(_Pending(node, _done(self._read_small(abspath, self.fixed_chunks(node.path))),
+                                        new=parent is None))
                 else:
                     self._file_slots.acquire()  # bounds how far the walk runs ahead of the data
-                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath, parent_tree.guide(old)),
+                    fixed = self.fixed_chunks(node.path)
+                    guide = parent_tree.guide(old) if fixed is None else None
+                    self._emit(_Pending(node, self._files.submit(self._read_large, abspath, guide, fixed),
                                         new=parent is None))
             else:
                 if node.type == DIR:
@@ -397,11 +406,13 @@ def find_parent(repo: Repository, paths: list[str], hostname: str) -> Snapshot |
 def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple = (), metadata: dict | None = None,
                  parent: Snapshot | str | None = "auto", progress: Progress | None = None,
                  compression: int | None = None, hostname: str | None = None,
-                 content_hook: ContentHook | None = None, reuse_unchanged: bool = True) -> Snapshot:
+                 content_hook: ContentHook | None = None, reuse_unchanged: bool = True,
+                 fixed_chunks: FixedChunks | None = None) -> Snapshot:
     """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent
     (``reuse_unchanged=False``: read anyway; the parent then only speeds up re-cutting changed files).
 
-    ``content_hook`` lets an engine store some files in its own encoding (see EncodedContent)."""
+    ``content_hook`` lets an engine store some files in its own encoding (see EncodedContent);
+    ``fixed_chunks`` lets it cut files of fixed-size pages at fixed offsets."""
     sources = _sources(paths)
     started = time.monotonic()
     abs_paths = [os.path.abspath(p) for p in paths]
@@ -412,7 +423,8 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
             parent = find_parent(repo, abs_paths, host)
         elif isinstance(parent, str):
             parent = repo.find_snapshot(parent)
-        archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook)
+        archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook,
+                            fixed_chunks=fixed_chunks)
         if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
             threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:

@@ -115,9 +115,12 @@ class Chunker:
         except BaseException as exc:  # handed to the cutting thread
             out.put(exc)
 
-    def chunks(self, readinto: Callable[[memoryview], int], guide: Guide | None = None
+    def chunks(self, readinto: Callable[[memoryview], int], guide: Guide | None = None, fixed: int | None = None
                ) -> Iterator[tuple[memoryview, Callable[[], None], bytes | None]]:
         """Yield (chunk, release, id or None); call ``release`` once the chunk's bytes are no longer needed.
+
+        ``fixed``: cut every ``fixed`` bytes instead (files of fixed-size pages, changed in place: a
+        page's chunk stays at its offset, and no byte is scanned); no guide is needed then.
 
         ``guide``: the chunks of this file in the parent snapshot. Where the file goes on with the
         parent's next chunks, they are taken by their keyed hash, without a scan for cuts, and come
@@ -128,6 +131,8 @@ class Chunker:
         the rest, which is then found too). A changed file then costs about one hash per chunk
         instead of a scan of every byte, and gives exactly the cuts a scan gives.
         """
+        if fixed is not None:
+            guide = None
         blocks: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
         reader = threading.Thread(target=self._read_ahead, args=(readinto, blocks, stop), daemon=True)
@@ -173,11 +178,11 @@ class Chunker:
                             expected = None if last else expected + 1
                             continue
                         expected = confirmed = None
-                    cuts = iter(self.cdc.cut_buf(buf.view[at:end]))   # cut as far as needed only
+                    cuts = iter(self._cut(buf.view[at:end], fixed))  # cut as far as needed only
                     c = next(cuts)
                     while c is not None:
                         following = next(cuts, None)
-                        if following is None and not eof:
+                        if following is None and not eof and c.length != fixed:
                             break                                   # the last may go on in the next buffer
                         chunk = buf.view[at:at + c.length]
                         chunk_id = guide.blob_id(chunk) if guide is not None else None
@@ -227,8 +232,22 @@ class Chunker:
         found = guide.blob_id(view[nxt:nxt + next_length]) == next_id
         return found, found
 
-    def chunk_bytes(self, data: bytes | memoryview) -> Iterator[memoryview]:
+    def chunk_bytes(self, data: bytes | memoryview, fixed: int | None = None) -> Iterator[memoryview]:
         """Cut an in-memory buffer (small files, tree streams)."""
         view = memoryview(data)
-        for c in self.cdc.cut_buf(view):
+        for c in self._cut(view, fixed):
             yield view[c.offset:c.offset + c.length]
+
+    def _cut(self, view: memoryview, fixed: int | None) -> Iterator:
+        if fixed is None:
+            return self.cdc.cut_buf(view)
+        return (_Piece(offset, min(fixed, len(view) - offset)) for offset in range(0, len(view), fixed))
+
+
+class _Piece:
+    """A fixed-size cut, shaped as FastCDC's."""
+
+    __slots__ = ("offset", "length")
+
+    def __init__(self, offset: int, length: int) -> None:
+        self.offset, self.length = offset, length

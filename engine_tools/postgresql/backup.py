@@ -157,6 +157,7 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
                             reuse_unchanged=parent is not None,     # a full reads every file
                             progress=request.progress,
                             content_hook=delta.content_hook(L.parse_lsn(parent[0]["start_lsn"])) if parent else None,
+                            fixed_chunks=delta.fixed_chunk_size,
                             metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
                                                    "backup": request.metadata.get("backup")}})
         bad = [w for w in data.summary.get("warnings", []) if "No such file" not in w]

@@ -108,3 +108,17 @@ def test_a_change_in_the_byte_right_after_a_chunk_is_seen():
         data = parent[:at] + bytes([parent[at] ^ 0xFF]) + parent[at + 1:]
         guide = Guide([(len(c), blob_id(c)) for c in parent_chunks], blob_id)
         assert [c for c, _ in cut(data, 65536, guide)] == [c for c, _ in cut(data, 65536)], at
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 40_000), st.sampled_from([1000, 4096]), st.sampled_from([4096, 5000, 12288]))
+def test_fixed_chunks_fall_at_multiples_of_their_size_across_buffers(size, fixed, buffer_size):
+    data = random.Random(size).randbytes(size)
+    chunker = Chunker(CONFIG, seed=7, pool=BufferPool(CONFIG.chunk_max + buffer_size, count=3))
+    chunks = []
+    for chunk, release, known in chunker.chunks(io.BytesIO(data).readinto, fixed=fixed):
+        chunks.append(bytes(chunk))
+        assert known is None
+        release()
+    assert chunks == [data[i:i + fixed] for i in range(0, size, fixed)]
+    assert [bytes(c) for c in chunker.chunk_bytes(data, fixed)] == chunks
