@@ -90,7 +90,12 @@ def run_measured(cmd: list[str], env: dict, out_path: Path, cwd: str | None = No
 
 
 def du_sb(path: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+    # du exits 1 when a file vanished during its walk (a running server recycles WAL, removes
+    # temporary files); its total is still the size of what was there
+    r = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
+    if r.returncode not in (0, 1) or not r.stdout.strip():
+        raise RuntimeError(f"du -sb {path} failed: {r.stderr.strip()}")
+    return int(r.stdout.split()[0])
 
 
 def warm(path: Path) -> int:
