@@ -5,8 +5,11 @@ Each command group lives in its own module and is registered in COMMAND_MODULES.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
+from typing import NoReturn
 
 import click
 
@@ -44,23 +47,44 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     tune_allocator()
+    _exit(_run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="backupctl", standalone_mode=False)
-        sys.exit(rv if isinstance(rv, int) else 0)  # non-standalone click returns ctx.exit() codes
+        return rv if isinstance(rv, int) else 0  # non-standalone click returns ctx.exit() codes
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except KeyboardInterrupt:
         click.echo("interrupted: nothing was committed by the interrupted operation", err=True)
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
-        sys.exit(141)
+        return 141
     except Exception as exc:  # last resort: one line, the traceback only on request
         if os.environ.get("BACKUPCTL_DEBUG"):
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with BACKUPCTL_DEBUG=1 for a traceback "
                    "and report it)", err=True)
-        sys.exit(70)
+        return 70
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown, which frees every object one by one: ~0.2 s of each
+    command, and PostgreSQL runs wal-push and wal-fetch once per WAL segment. Only once nothing is
+    left to finish: the atexit handlers run and the streams are flushed first, and while another
+    thread still runs, the normal exit (which waits for it) is taken."""
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 141
+    os._exit(code)
