@@ -11,6 +11,7 @@ chunks become holes: sparse files stay sparse.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import threading
@@ -155,17 +156,37 @@ DIRECT_MIN = WINDOW
 _DIRECT = hasattr(os, "O_DIRECT") and os.environ.get("BACKUPCTL_RESTORE_DIRECT", "1") != "0"
 
 
+class _WindowBuffer:
+    """A page-aligned window buffer (an anonymous map), and its address: chunks are copied into it
+    with ctypes.memmove, which runs without the GIL, so the other threads go on decoding meanwhile."""
+
+    __slots__ = ("map", "view", "address", "_array")
+
+    def __init__(self) -> None:
+        self.map = mmap.mmap(-1, WINDOW)
+        self.view = memoryview(self.map)
+        self._array = (ctypes.c_char * WINDOW).from_buffer(self.map)
+        self.address = ctypes.addressof(self._array)
+
+    def place(self, at: int, blob: bytes, start: int, n: int) -> None:
+        """Copy ``blob[start:start + n]`` to offset ``at``."""
+        if type(blob) is not bytes:
+            self.view[at:at + n] = memoryview(blob)[start:start + n]
+            return
+        ctypes.memmove(self.address + at, ctypes.cast(ctypes.c_char_p(blob), ctypes.c_void_p).value + start, n)
+
+
 class _WindowBuffers:
-    """A fixed set of page-aligned window buffers (anonymous maps), reused; taking one waits while
-    all are in use and gives up when the restore failed (the windows holding them never complete)."""
+    """A fixed set of window buffers, reused; taking one waits while all are in use and gives up
+    when the restore failed (the windows holding them never complete)."""
 
     def __init__(self, count: int, failed: Callable[[], BaseException | None]) -> None:
-        self._free: list[mmap.mmap] = []
+        self._free: list[_WindowBuffer] = []
         self._unmade = count
         self._failed = failed
         self._cond = threading.Condition()
 
-    def get(self) -> mmap.mmap:
+    def get(self) -> _WindowBuffer:
         with self._cond:
             while not self._free and not self._unmade:
                 error = self._failed()
@@ -175,19 +196,15 @@ class _WindowBuffers:
             if self._free:
                 return self._free.pop()
             self._unmade -= 1
-        return mmap.mmap(-1, WINDOW)
+        return _WindowBuffer()
 
-    def put(self, buf: mmap.mmap) -> None:
+    def put(self, buf: _WindowBuffer) -> None:
         with self._cond:
             self._free.append(buf)
             self._cond.notify()
 
     def close(self) -> None:
-        for buf in self._free:
-            try:
-                buf.close()
-            except BufferError:       # a view of it outlived a failed restore: the collector frees it
-                pass
+        self._free.clear()            # the maps go with their last reference
 
 
 class _Window:
@@ -195,8 +212,8 @@ class _Window:
 
     __slots__ = ("buf", "view", "start", "length", "remaining", "zeros", "patched")
 
-    def __init__(self, buf: mmap.mmap, start: int, length: int, based: int) -> None:
-        self.buf, self.view = buf, memoryview(buf)
+    def __init__(self, buf: _WindowBuffer, start: int, length: int, based: int) -> None:
+        self.buf, self.view = buf, buf.view
         self.start, self.length, self.remaining = start, length, based
         self.zeros: list[tuple[int, int]] = []      # ranges of all-zero chunks: holes unless patched
         self.patched = False
@@ -375,13 +392,12 @@ class _FileWriter:
             blob = self.repo.read_blob(entry.id)
             n = len(blob)
             zero = n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]      # a view: no copy
-            data = memoryview(blob)
             pos, end = offset, min(offset + n, f.base_end)
             while pos < end:
                 j = pos // WINDOW
                 w = f.windows[j]
                 stop = min(end, w.start + WINDOW)
-                w.view[pos - w.start:stop - w.start] = data[pos - offset:stop - offset]
+                w.buf.place(pos - w.start, blob, pos - offset, stop - pos)
                 if zero:
                     w.zeros.append((pos - w.start, stop - w.start))
                 with f.lock:

@@ -115,3 +115,11 @@ def test_restore_refuses_a_non_empty_target_and_leaves_it_alone(fs_repo_url, tmp
     with pytest.raises(UsageError, match="not empty"):
         restore_snapshot(repo, snap, str(target))
     assert os.listdir(target) == ["precious"]
+
+
+def test_a_window_buffer_places_bytes_and_other_buffers_alike():
+    buf = restore._WindowBuffer()
+    buf.place(10, b"0123456789", 2, 5)                  # bytes: copied by address, without the GIL
+    buf.place(100, bytearray(b"abcdefgh"), 3, 4)        # anything else: through a memoryview
+    assert bytes(buf.view[10:15]) == b"23456" and bytes(buf.view[100:104]) == b"defg"
+    assert bytes(buf.view[15:100]) == bytes(85)
