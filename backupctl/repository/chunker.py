@@ -132,6 +132,8 @@ class Chunker:
         instead of a scan of every byte, and gives exactly the cuts a scan gives.
         """
         if fixed is not None:
+            if not 0 < fixed <= self.max_size:        # a chunk must fit the front of a buffer when carried
+                raise ValueError(f"fixed chunks of {fixed} bytes: at most chunk_max ({self.max_size})")
             guide = None
         blocks: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()

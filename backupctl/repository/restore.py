@@ -12,6 +12,7 @@ chunks become holes: sparse files stay sparse.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import threading
@@ -220,10 +221,11 @@ class _Window:
 
 
 class _Layer:
-    """One encoded layer's patches, read in order as windows ask for them."""
+    """One encoded layer's patches, read in order as windows ask for them; those at or past
+    ``limit`` (a later layer's size: truncated away since) are dropped."""
 
-    def __init__(self, gen: Generator[tuple[int, memoryview], None, int]) -> None:
-        self.gen = gen
+    def __init__(self, gen: Generator[tuple[int, memoryview], None, int], limit: int) -> None:
+        self.gen, self.limit = gen, limit
         self.pending: tuple[int, memoryview] | None = None
         self.size: int | None = None
 
@@ -240,6 +242,8 @@ class _OpenFile:
     def __init__(self, path: str, final: Node, fd: int, size: int, base_end: int, layers: list[_Layer],
                  windows: int) -> None:
         self.path, self.final, self.fd = path, final, fd
+        self.direct = False                  # opened with O_DIRECT
+        self.spent_fds: list[int] = []       # replaced by one without O_DIRECT, closed at the end
         self.budget = threading.BoundedSemaphore(windows)     # windows this file may hold at once
         self.size, self.base_end, self.layers = size, base_end, layers
         self.windows: dict[int, _Window] = {}
@@ -268,6 +272,10 @@ class _FileWriter:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="restore")
         self._feeders = ThreadPoolExecutor(max_workers=files, thread_name_prefix="restore-feed")
         self._feeding = threading.BoundedSemaphore(2 * files)
+        # Layered files in progress at once: each reads its layers ahead (2 blobs a layer), so this
+        # bounds that memory as the window buffers bound theirs.
+        self._layered = threading.BoundedSemaphore(4)
+        self._opened = self._finished = 0
         # Windows of layered files are written, and layers' blobs read ahead, on pools of their own:
         # the pool's threads submit to them and wait for them.
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-write")
@@ -339,10 +347,21 @@ class _FileWriter:
             self._feeding.release()
 
     def _feed_chunks(self, path: str, node: Node, layers: list[Node] | None, entries: list) -> None:
+        layers = layers or []
         final = layers[-1] if layers else node
         size = final.logical_size if layers else node.size
-        opened = [_Layer(self.patches(n, self._blobs(n))) for n in layers or []]
-        f = _OpenFile(path, final, self._open(path, size), size, min(node.size, size), opened, self._file_windows)
+        if layers:
+            self._wait(self._layered)
+        # a layer's pages past a later layer's size were truncated away by then (the format stores
+        # every page past its parent's end, so the later layer has those again if they came back)
+        limits = [min([n.logical_size for n in layers[i + 1:]], default=size) for i in range(len(layers))]
+        opened = [_Layer(self.patches(n, self._blobs(n)), limit) for n, limit in zip(layers, limits)]
+        base_end = min([node.size, *(n.logical_size for n in layers)])
+        fd, direct = self._open(path, size)
+        f = _OpenFile(path, final, fd, size, base_end, opened, self._file_windows)
+        f.direct = direct
+        with self._lock:
+            self._opened += 1
         if f.count == 0:
             self._finish(f)
             return
@@ -362,19 +381,32 @@ class _FileWriter:
             self._complete(f, j)
 
     def _blobs(self, node: Node) -> Iterator[bytes]:
-        return self.repo.read_blobs([bytes.fromhex(c) for c in node.chunks], window=4, pool=self._layer_reads)
+        return self.repo.read_blobs([bytes.fromhex(c) for c in node.chunks], window=2, pool=self._layer_reads)
 
-    def _open(self, path: str, size: int) -> int:
+    def _open(self, path: str, size: int) -> tuple[int, bool]:
+        """The file, created empty, and whether it was opened with O_DIRECT."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.lexists(path):
             os.unlink(path)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         if _DIRECT and size >= DIRECT_MIN:
             try:
-                return os.open(path, flags | os.O_DIRECT, 0o600)
+                return os.open(path, flags | os.O_DIRECT, 0o600), True
             except OSError:                               # a file system without O_DIRECT (tmpfs)
                 pass
-        return os.open(path, flags, 0o600)
+        return os.open(path, flags, 0o600), False
+
+    def _pwrite(self, f: _OpenFile, view: memoryview, offset: int) -> int:
+        try:
+            return os.pwrite(f.fd, view, offset)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or not f.direct:
+                raise
+        with f.lock:     # opened with O_DIRECT, but refused at the first write (FUSE, larger blocks)
+            if f.direct:
+                f.spent_fds.append(f.fd)
+                f.fd, f.direct = os.open(f.path, os.O_WRONLY), False
+        return os.pwrite(f.fd, view, offset)
 
     def _open_window(self, f: _OpenFile, j: int) -> None:
         start = j * WINDOW
@@ -441,7 +473,7 @@ class _FileWriter:
             while (patch := layer.next()) is not None and patch[0] < end:
                 offset, data = patch
                 stop = min(offset + len(data), end)
-                if offset >= w.start:
+                if w.start <= offset < layer.limit:
                     w.view[offset - w.start:stop - w.start] = data[:stop - offset]
                     w.patched = True
                 layer.pending = (stop, data[stop - offset:]) if stop < offset + len(data) else None
@@ -453,7 +485,7 @@ class _FileWriter:
                 view = w.view[a:b]
                 offset = w.start + a
                 while view:
-                    written = os.pwrite(f.fd, view, offset)
+                    written = self._pwrite(f, view, offset)
                     view, offset = view[written:], offset + written
             self._buffers.put(w.buf)
             f.budget.release()
@@ -473,8 +505,13 @@ class _FileWriter:
             raise IntegrityError(f"{f.final.path}: its layers end at {f.layers[-1].size} bytes, the snapshot says "
                                  f"{f.size}", "the backup chain is damaged; restore from another backup")
         os.ftruncate(f.fd, f.size)   # the last window's pad goes; trailing holes still count
-        os.close(f.fd)
+        for fd in [f.fd, *f.spent_fds]:
+            os.close(fd)
         _set_meta(f.path, f.final)
+        if f.layers:
+            self._layered.release()
+        with self._lock:
+            self._finished += 1
         self.count(1, f.size - f.base_end)
         self.progress.advance(f.size - f.base_end, 1)
 
@@ -482,13 +519,20 @@ class _FileWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._feeders.shutdown(wait=True)      # in this order: each submits to the next
-        self._pool.shutdown(wait=True)
+        if exc[1] is not None:        # the caller failed (or Ctrl-C): the threads stop at their next step
+            self._error = self._error or exc[1]
+        self._feeders.shutdown(wait=True, cancel_futures=exc[1] is not None)   # in this order: each
+        self._pool.shutdown(wait=True, cancel_futures=exc[1] is not None)      # submits to the next
         self._writes.shutdown(wait=True)
         self._layer_reads.shutdown(wait=True)
         self._buffers.close()
-        if self._error is not None and exc[0] is None:
+        if exc[0] is not None:
+            return
+        if self._error is not None:
             raise self._error
+        if self._finished != self._opened:
+            raise IntegrityError(f"{self._opened - self._finished} restored file(s) were not completed",
+                                 "run 'backupctl repo check --read-data' and report it")
 
 
 def _data_ranges(zeros: list[tuple[int, int]], length: int, padded: int) -> list[tuple[int, int]]:

@@ -123,3 +123,28 @@ def test_a_window_buffer_places_bytes_and_other_buffers_alike():
     buf.place(100, bytearray(b"abcdefgh"), 3, 4)        # anything else: through a memoryview
     assert bytes(buf.view[10:15]) == b"23456" and bytes(buf.view[100:104]) == b"defg"
     assert bytes(buf.view[15:100]) == bytes(85)
+
+
+def test_a_file_system_that_refuses_o_direct_writes_gets_them_through_the_page_cache(fs_repo_url, tmp_path,
+                                                                                      monkeypatch):
+    """Some file systems (FUSE, blocks larger than 4 KiB) open with O_DIRECT but refuse the writes."""
+    import errno
+    import fcntl
+
+    real_pwrite, refused = os.pwrite, []
+
+    def pwrite(fd, data, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(restore, "WINDOW", 64 * 1024)
+    monkeypatch.setattr(restore, "DIRECT_MIN", 0)
+    monkeypatch.setattr(restore.os, "pwrite", pwrite)
+    src = tmp_path / "src"
+    write_random(src / "big.bin", 3 * 1024 * 1024 + 5, seed=3)
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    restore_snapshot(repo, snap, str(tmp_path / "out"))
+    assert refused and (tmp_path / "out" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()

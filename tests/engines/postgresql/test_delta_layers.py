@@ -164,3 +164,36 @@ def test_deltas_cut_anywhere_apply_like_the_pages_they_hold(small_pages, tmp_pat
         delta.apply(node, str(path), iter(_cut(stream, rng)))
         parent_pages = new_pages
     assert path.read_bytes() == expected
+
+
+# -- random chains through the window writer: each window assembled from the base and every layer ------
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40),
+       st.lists(st.tuples(st.sampled_from(["change", "truncate", "extend", "truncate+extend"]), st.integers(0, 40)),
+                min_size=1, max_size=3))
+def test_random_chains_restore_byte_for_byte_in_small_windows(tmp_path_factory, seed, pages, steps):
+    rng = random.Random(seed)
+    root = tmp_path_factory.mktemp("chain")
+    data = DataDir(root / "data", rng)
+    repo = Repository.init(str(root / "repo"), PASSWORD)
+    data.write(REL, {n: 100 for n in range(pages)})
+    data.write("global/1262", {0: 100})
+    snaps = [backup(repo, data)]
+    size = pages
+    for k, (op, n) in enumerate(steps, start=1):
+        lsn = 200 * k + 50                      # after this incremental's parent started (200 * k)
+        if op == "change" and size:
+            data.write(REL, {no: lsn for no in rng.sample(range(size), min(size, n))})
+        if op.startswith("truncate"):
+            size = min(size, n)
+            data.truncate(REL, size)
+        if op.endswith("extend"):
+            data.write(REL, {no: lsn for no in range(size, size + n)})
+            size += n
+        snaps.append(backup(repo, data, parent=snaps[-1], since_lsn=200 * k))
+    with pytest.MonkeyPatch.context() as mp:     # 2-page windows, O_DIRECT for every file
+        mp.setattr(restore_module, "WINDOW", 2 * PAGE)
+        mp.setattr(restore_module, "DIRECT_MIN", 0)
+        restore_chain(repo, snaps, str(root / "restored"))
+    assert (root / "restored" / REL).read_bytes() == (root / "data" / REL).read_bytes()
