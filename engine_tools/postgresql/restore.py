@@ -61,8 +61,8 @@ def restore_chain(repo: Repository, chain: list[Snapshot], target: str, *, overw
         raise IntegrityError(f"{node.path}: no full copy in the backup chain",
                              "the backup chain is damaged; restore from another backup")
 
-    return restore_snapshot(repo, chain[-1], target, overwrite=overwrite, progress=progress, decode=delta.apply,
-                            layers=layers, patches=delta.patches)
+    return restore_snapshot(repo, chain[-1], target, overwrite=overwrite, progress=progress, layers=layers,
+                            patches=delta.patches)
 
 
 @dataclass
