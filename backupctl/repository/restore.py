@@ -211,11 +211,12 @@ class _WindowBuffers:
 class _Window:
     """One aligned window of a file being assembled: ``remaining`` base bytes still to arrive."""
 
-    __slots__ = ("buf", "view", "start", "length", "remaining", "zeros", "patched")
+    __slots__ = ("buf", "view", "start", "length", "padded", "remaining", "zeros", "patched")
 
     def __init__(self, buf: _WindowBuffer, start: int, length: int, based: int) -> None:
         self.buf, self.view = buf, buf.view
         self.start, self.length, self.remaining = start, length, based
+        self.padded = -(-length // _ALIGN) * _ALIGN     # what is written: whole blocks (O_DIRECT)
         self.zeros: list[tuple[int, int]] = []      # ranges of all-zero chunks: holes unless patched
         self.patched = False
 
@@ -239,10 +240,10 @@ class _Layer:
 
 
 class _OpenFile:
-    def __init__(self, path: str, final: Node, fd: int, size: int, base_end: int, layers: list[_Layer],
-                 windows: int) -> None:
+    def __init__(self, path: str, final: Node, fd: int, direct: bool, size: int, base_end: int,
+                 layers: list[_Layer], windows: int) -> None:
         self.path, self.final, self.fd = path, final, fd
-        self.direct = False                  # opened with O_DIRECT
+        self.direct = direct                 # opened with O_DIRECT
         self.spent_fds: list[int] = []       # replaced by one without O_DIRECT, closed at the end
         self.budget = threading.BoundedSemaphore(windows)     # windows this file may hold at once
         self.size, self.base_end, self.layers = size, base_end, layers
@@ -357,9 +358,7 @@ class _FileWriter:
         limits = [min([n.logical_size for n in layers[i + 1:]], default=size) for i in range(len(layers))]
         opened = [_Layer(self.patches(n, self._blobs(n)), limit) for n, limit in zip(layers, limits)]
         base_end = min([node.size, *(n.logical_size for n in layers)])
-        fd, direct = self._open(path, size)
-        f = _OpenFile(path, final, fd, size, base_end, opened, self._file_windows)
-        f.direct = direct
+        f = _OpenFile(path, final, *self._open(path, size), size, base_end, opened, self._file_windows)
         with self._lock:
             self._opened += 1
         if f.count == 0:
@@ -414,9 +413,8 @@ class _FileWriter:
         based = max(0, min(length, f.base_end - start))
         self._wait(f.budget)
         w = _Window(self._buffers.get(), start, length, based)
-        padded = -(-length // _ALIGN) * _ALIGN
-        if padded > based:                               # past the base, and the pad: zeros, not a reused buffer's bytes
-            w.view[based:padded] = _ZERO_VIEW[:padded - based]
+        if w.padded > based:                             # past the base, and the pad: zeros, not a reused buffer's bytes
+            w.view[based:w.padded] = _ZERO_VIEW[:w.padded - based]
         f.windows[j] = w
 
     def _fill(self, f: _OpenFile, entry, offset: int) -> None:
@@ -480,8 +478,7 @@ class _FileWriter:
 
     def _write(self, f: _OpenFile, w: _Window) -> None:
         try:
-            padded = -(-w.length // _ALIGN) * _ALIGN
-            for a, b in _data_ranges(w.zeros if not w.patched else [], w.length, padded):
+            for a, b in _data_ranges(w.zeros if not w.patched else [], w.length, w.padded):
                 view = w.view[a:b]
                 offset = w.start + a
                 while view:
