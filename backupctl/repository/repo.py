@@ -34,6 +34,10 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+def _undecompressable(what: str, exc: zstandard.ZstdError) -> IntegrityError:
+    return IntegrityError(f"{what} does not decompress: {exc}", "run 'backupctl repo check --read-data'")
+
+
 class Repository:
     def __init__(self, store: Store, key: MasterKey, slot: keys.KeySlot, config: RepoConfig) -> None:
         self.store = store
@@ -101,27 +105,54 @@ class Repository:
         if entry is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index",
                                  "run 'backupctl repo check' to see which snapshots are damaged")
+        return self.open_blob(entry, self._read_sealed(entry))
+
+    def _read_sealed(self, entry: BlobEntry) -> bytes:
         try:
-            sealed = self.store.get_range(pack_name(entry.pack), entry.offset, entry.length)
+            return self.store.get_range(pack_name(entry.pack), entry.offset, entry.length)
         except FileNotFoundError:
-            raise IntegrityError(f"pack {entry.pack.hex()[:12]} holding blob {blob_id.hex()[:16]} is missing",
+            raise IntegrityError(f"pack {entry.pack.hex()[:12]} holding blob {entry.id.hex()[:16]} is missing",
                                  "run 'backupctl repo check' to see which snapshots are damaged") from None
-        return self.open_blob(entry, sealed)
+
+    def _decrypt(self, entry: BlobEntry, sealed: bytes | memoryview, what: str) -> bytes:
+        if len(sealed) != entry.length:
+            raise IntegrityError(f"{what} is truncated in pack {entry.pack.hex()[:12]}", "run 'backupctl repo check --read-data'")
+        return self.key.decrypt(sealed, entry.id, what)
+
+    def _verify(self, entry: BlobEntry, plain: bytes | memoryview, what: str, longer: bool = False) -> None:
+        if longer or len(plain) != entry.raw_length or self.key.blob_id(plain) != entry.id:
+            raise IntegrityError(f"{what} does not match its id", "run 'backupctl repo check --read-data'")
 
     def open_blob(self, entry: BlobEntry, sealed: bytes | memoryview) -> bytes:
         """Decrypt, decompress and verify one blob's bytes as read from its pack."""
         what = f"blob {entry.id.hex()[:16]}"
-        if len(sealed) != entry.length:
-            raise IntegrityError(f"{what} is truncated in pack {entry.pack.hex()[:12]}", "run 'backupctl repo check --read-data'")
-        plain = self.key.decrypt(sealed, entry.id, what)
+        plain = self._decrypt(entry, sealed, what)
         if entry.flags & COMPRESSED:
             try:
                 plain = _decompressor().decompress(plain, max_output_size=entry.raw_length)
             except zstandard.ZstdError as exc:
-                raise IntegrityError(f"{what} does not decompress: {exc}", "run 'backupctl repo check --read-data'") from None
-        if len(plain) != entry.raw_length or self.key.blob_id(plain) != entry.id:
-            raise IntegrityError(f"{what} does not match its id", "run 'backupctl repo check --read-data'")
+                raise _undecompressable(what, exc) from None
+        self._verify(entry, plain, what)
         return plain
+
+    def read_blob_into(self, entry: BlobEntry, out: memoryview) -> None:
+        """``read_blob`` straight into ``out`` (the blob's raw length): decompressed where it is
+        needed, without a copy of the plaintext or an allocation of its size."""
+        what = f"blob {entry.id.hex()[:16]}"
+        payload = self._decrypt(entry, self._read_sealed(entry), what)
+        if not entry.flags & COMPRESSED:
+            self._verify(entry, payload, what)
+            out[:] = payload
+            return
+        try:
+            reader = _decompressor().stream_reader(payload, read_size=len(payload), read_across_frames=False)
+            n = 0
+            while n < len(out) and (got := reader.readinto(out[n:])):
+                n += got
+            longer = reader.read(1)                 # the frame must end exactly there
+        except zstandard.ZstdError as exc:
+            raise _undecompressable(what, exc) from None
+        self._verify(entry, out[:n], what, longer=bool(longer))
 
     def read_blobs(self, blob_ids: list[bytes], threads: int = 4, window: int = 8,
                    pool: ThreadPoolExecutor | None = None) -> Iterator[bytes]:

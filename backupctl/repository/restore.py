@@ -419,15 +419,22 @@ class _FileWriter:
 
     def _fill(self, f: _OpenFile, entry, offset: int) -> None:
         try:
-            blob = self.repo.read_blob(entry.id)
-            n = len(blob)
-            zero = n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]      # a view: no copy
+            n = entry.raw_length
             pos, end = offset, min(offset + n, f.base_end)
+            first = f.windows[offset // WINDOW]
+            in_place = end == offset + n and end <= first.start + WINDOW
+            if in_place:                 # all of it in one window: decompressed right there
+                blob = first.view[offset - first.start:end - first.start]
+                self.repo.read_blob_into(entry, blob)
+            else:
+                blob = self.repo.read_blob(entry.id)
+            zero = n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]      # views: no copy
             while pos < end:
                 j = pos // WINDOW
                 w = f.windows[j]
                 stop = min(end, w.start + WINDOW)
-                w.buf.place(pos - w.start, blob, pos - offset, stop - pos)
+                if not in_place:
+                    w.buf.place(pos - w.start, blob, pos - offset, stop - pos)
                 if zero:
                     w.zeros.append((pos - w.start, stop - w.start))
                 with f.lock:

@@ -136,3 +136,45 @@ def test_not_a_repository(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(RepositoryError, match="no repository at"):
         Repository.open(str(tmp_path / "empty"), PASSWORD)
+
+
+def _sealed_blobs(repo: Repository, blobs: list[tuple[bytes, int, bytes, int]]):
+    """Entries for blobs sealed as a buggy writer could have: (id, flags, payload, raw length) each."""
+    from backupctl.repository.pack import DATA, PackWriter, pack_buffer_size, pack_name
+
+    writer = PackWriter(bytearray(pack_buffer_size(1 << 20, 1 << 20)))
+    for blob_id, flags, payload, raw_length in blobs:
+        writer.seal(repo.key, blob_id, DATA, flags, payload, raw_length)
+    pack_id, data, entries = writer.finish(repo.key)
+    repo.store.put(pack_name(pack_id), bytes(data))
+    return entries
+
+
+def test_a_blob_that_does_not_match_its_entry_is_refused_whether_read_or_decoded_in_place(fs_repo_url):
+    """Both read paths (a new buffer, or decompressed straight into a restore window) return the
+    exact bytes or raise: a frame longer or shorter than the entry says, or content of another id."""
+    import zstandard
+
+    from backupctl.repository.pack import COMPRESSED, pack_name
+
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    data, other = os.urandom(3000) * 4, os.urandom(12000)
+    frame = zstandard.ZstdCompressor().compress(data)
+    good, longer, shorter, wrong_id, raw_wrong_id, raw_good = _sealed_blobs(repo, [
+        (repo.key.blob_id(data), COMPRESSED, frame, len(data)),
+        (repo.key.blob_id(data[:5000]), COMPRESSED, frame, 5000),          # the frame goes on past it
+        (repo.key.blob_id(data + b"x"), COMPRESSED, frame, len(data) + 1),  # the frame ends before it
+        (repo.key.blob_id(other), COMPRESSED, frame, len(data)),
+        (repo.key.blob_id(other), 0, data, len(data)),
+        (repo.key.blob_id(data), 0, data, len(data)),
+    ])
+    for entry in (good, raw_good):
+        out = bytearray(b"\xff" * (entry.raw_length + 2))
+        repo.read_blob_into(entry, memoryview(out)[1:-1])
+        assert bytes(out[1:-1]) == data and out[0] == out[-1] == 0xff       # nothing written outside it
+        assert repo.open_blob(entry, repo.store.get_range(pack_name(entry.pack), entry.offset, entry.length)) == data
+    for entry in (longer, shorter, wrong_id, raw_wrong_id):
+        with pytest.raises(IntegrityError, match="does not match its id"):
+            repo.read_blob_into(entry, memoryview(bytearray(entry.raw_length)))
+        with pytest.raises(IntegrityError, match="does not match its id|does not decompress"):
+            repo.open_blob(entry, repo.store.get_range(pack_name(entry.pack), entry.offset, entry.length))
