@@ -5,6 +5,7 @@ warming the page cache so both tools start from the same state."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,13 @@ from pathlib import Path
 MB = 1_000_000
 MiB = 2**20
 WAIT_IDLE_S = 60.0  # the scripts' --wait-idle sets it
+
+
+def backupctl_executable() -> str:
+    """The backupctl of this interpreter's environment: a version manager's shim on the PATH (pyenv's
+    is a bash script) would add its own start-up to every timed command."""
+    own = os.path.join(os.path.dirname(sys.executable), "backupctl")
+    return own if os.access(own, os.X_OK) else shutil.which("backupctl") or "backupctl"
 
 
 def log(msg: str) -> None:

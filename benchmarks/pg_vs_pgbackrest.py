@@ -51,12 +51,10 @@ import time
 from pathlib import Path
 
 import measure  # noqa: E402
-from measure import du_sb, free_port, log, run_measured, wait_idle, warm  # noqa: E402
+from measure import backupctl_executable, du_sb, free_port, log, run_measured, wait_idle, warm  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-BACKUPCTL = os.path.join(os.path.dirname(sys.executable), "backupctl")
-if not os.access(BACKUPCTL, os.X_OK):
-    BACKUPCTL = shutil.which("backupctl") or "backupctl"
+BACKUPCTL = backupctl_executable()
 PGBACKREST = shutil.which("pgbackrest") or "/usr/bin/pgbackrest"
 ZSTD = shutil.which("zstd") or "/usr/bin/zstd"
 CLUSTER = "bench"          # backupctl cluster name = pgBackRest stanza

@@ -44,11 +44,11 @@ import time
 from pathlib import Path
 
 import measure  # noqa: E402
-from measure import du_sb, free_port, log, run_measured, wait_idle, warm  # noqa: E402
+from measure import backupctl_executable, du_sb, free_port, log, run_measured, wait_idle, warm  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 RESTIC = shutil.which("restic") or "/usr/bin/restic"
-BACKUPCTL = shutil.which("backupctl") or "backupctl"
+BACKUPCTL = backupctl_executable()
 TOOLS = ("backupctl", "restic")
 MB = 1_000_000
 KB = 1024
