@@ -13,7 +13,8 @@ incremental stores, per relation file, only:
 and the file's new size. Pages torn by a concurrent write are fixed by replaying WAL from
 the incremental's own start, as for a full backup. Files that are not main forks of
 relations (visibility maps, free space maps, init forks, pg_xact, config) are stored whole,
-deduplicated as usual; a relation file that the parent did not have is stored whole too.
+deduplicated as usual; a relation file that the parent did not have is stored whole too, and
+one unchanged since the parent (size, times, inode) whose parent copy is whole is that copy.
 
 Stream format (``pg-page-delta-v1``): ``MAGIC, page size (u32), 0 (u32)``, then records
 ``page number (u32) + page``, then ``0xFFFFFFFF (u32) + file size (u64)``.
@@ -122,6 +123,10 @@ def content_hook(since_lsn: int):
         if old.encoding not in (None, ENCODING):
             return None
         unchanged = (parent_size, old.mtime, old.ctime, old.inode) == (node.size, node.mtime, node.ctime, node.inode)
+        if unchanged and old.encoding is None:
+            # the parent's chunks, as for any unchanged file: a restore then writes it as a whole
+            # file instead of laying an empty delta over its base (most files of an incremental)
+            return None
         return PageDelta(abspath, since_lsn, parent_size, unchanged)
 
     return hook

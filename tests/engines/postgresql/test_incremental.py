@@ -25,6 +25,10 @@ def world():
     conn.execute("CREATE TABLE t(id int PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp())")
     conn.execute("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
                  "FROM generate_series(1, 200000) g")
+    conn.execute("CREATE TABLE still AS SELECT g FROM generate_series(1, 10000) g")   # never written after the full
+    conn.execute("VACUUM FREEZE still")
+    conn.execute("CHECKPOINT")
+    paths = {t: conn.execute("SELECT pg_relation_filepath(%s)", [t]).fetchone()[0] for t in ("still", "big")}
     a = insert_batch(conn, 1)
     full = backup(env, "full")
     conn.execute("UPDATE big SET v = md5(v) WHERE g % 2000 = 0")        # a few scattered pages
@@ -39,7 +43,8 @@ def world():
     e = insert_batch(conn, 21)
     src.wait_archived(conn)
     w = {"env": env, "src": src, "conn": conn, "full": full, "inc1": inc1, "inc2": inc2, "t_mid": t_mid,
-         "before_mid": a + b + c, "all": a + b + c + d + e, "checksum": conn.execute(CHECKSUM).fetchone()}
+         "before_mid": a + b + c, "all": a + b + c + d + e, "checksum": conn.execute(CHECKSUM).fetchone(),
+         "paths": paths}
     yield w
     conn.close()
     src.stop()
@@ -53,6 +58,24 @@ def test_incrementals_chain_to_their_parent_and_store_only_changed_pages(world):
     # 100 updated rows touch ~100 of ~3000 pages of 'big'; WAL-logged catalog pages change too.
     assert inc1["bytes_added"] < full["bytes_added"] / 5, (inc1["bytes_added"], full["bytes_added"])
     assert inc1["logical_size"] == pytest.approx(full["logical_size"], rel=0.2)
+
+
+def test_a_relation_file_unchanged_since_the_parent_is_the_parents_copy(world):
+    """Not an empty delta over it: a restore writes it as a whole file, without layers."""
+    from backupctl.repository import Repository
+    from backupctl.repository.tree import walk_tree
+    from engine_tools.postgresql.delta import ENCODING
+
+    repo = Repository.open(world["env"].repo_url, (world["env"].root / "password").read_text())
+
+    def entry(b: dict, table: str):
+        snap = repo.find_snapshot(b["positions"]["data_snapshot"])
+        return next(n for n in walk_tree(repo, snap.tree) if n.path == world["paths"][table])
+
+    still_full, still_inc1 = entry(world["full"], "still"), entry(world["inc1"], "still")
+    assert still_inc1.encoding is None and still_inc1.chunks == still_full.chunks
+    assert entry(world["inc2"], "still").chunks == still_full.chunks
+    assert entry(world["inc1"], "big").encoding == ENCODING          # changed: only its pages
 
 
 def restore(world, backup_name: str | None, target_name: str, *args: str):
