@@ -328,7 +328,10 @@ class _FileWriter:
         if sum(e.raw_length for e in entries) != node.size:
             raise IntegrityError(f"{node.path}: its chunks do not add up to its size", "run 'backupctl repo check'")
         self._wait(self._feeding)
-        self._feeders.submit(self._feed, path, node, layers, entries)
+        # Created here, one at a time: threads creating files in one directory at once only spin on
+        # its lock in the kernel.
+        fd, direct = self._open(path, layers[-1].logical_size if layers else node.size)
+        self._feeders.submit(self._feed, path, node, layers, entries, fd, direct)
 
     def _wait(self, semaphore: threading.Semaphore) -> None:
         while not semaphore.acquire(timeout=0.5):
@@ -338,29 +341,30 @@ class _FileWriter:
             semaphore.release()
             raise self._error
 
-    def _feed(self, path: str, node: Node, layers: list[Node] | None, entries: list) -> None:
-        """Open one file and hand its chunks to the pool (on a feeder thread)."""
+    def _feed(self, path: str, node: Node, layers: list[Node] | None, entries: list, fd: int, direct: bool) -> None:
+        """Hand one file's chunks to the pool (on a feeder thread)."""
         try:
-            self._feed_chunks(path, node, layers, entries)
+            self._feed_chunks(path, node, layers, entries, fd, direct)
         except BaseException as exc:
             self._error = self._error or exc
         finally:
             self._feeding.release()
 
-    def _feed_chunks(self, path: str, node: Node, layers: list[Node] | None, entries: list) -> None:
+    def _feed_chunks(self, path: str, node: Node, layers: list[Node] | None, entries: list, fd: int,
+                     direct: bool) -> None:
         layers = layers or []
         final = layers[-1] if layers else node
         size = final.logical_size if layers else node.size
-        if layers:
-            self._wait(self._layered)
         # a layer's pages past a later layer's size were truncated away by then (the format stores
         # every page past its parent's end, so the later layer has those again if they came back)
         limits = [min([n.logical_size for n in layers[i + 1:]], default=size) for i in range(len(layers))]
         opened = [_Layer(self.patches(n, self._blobs(n)), limit) for n, limit in zip(layers, limits)]
         base_end = min([node.size, *(n.logical_size for n in layers)])
-        f = _OpenFile(path, final, *self._open(path, size), size, base_end, opened, self._file_windows)
+        f = _OpenFile(path, final, fd, direct, size, base_end, opened, self._file_windows)
         with self._lock:
             self._opened += 1
+        if layers:
+            self._wait(self._layered)
         if f.count == 0:
             self._finish(f)
             return
