@@ -134,15 +134,26 @@ def _scan_totals(sources: list[_Source], progress: Progress) -> None:
     progress.total_complete()
 
 
+def unmodified(node: Node, old: Node, old_size: int, settled_before: int | None = None) -> bool:
+    """Whether ``node`` is still the file ``old`` (of ``old_size`` bytes) described: same size, mtime,
+    ctime and inode, and with ``settled_before`` (ns), last modified before that. A file written
+    while a backup read it can be stored torn and keep the metadata it had when it was listed; an
+    engine whose later backups replay its log only from their own start passes its parent's start."""
+    return (old_size, old.mtime, old.ctime, old.inode) == (node.size, node.mtime, node.ctime, node.inode) \
+        and (settled_before is None or old.mtime < settled_before)
+
+
 class _ParentTree:
     """Merge-join against the parent snapshot's tree: both are in walk order."""
 
-    def __init__(self, repo: Repository, parent: Snapshot | None, usable: set[bytes] | None) -> None:
+    def __init__(self, repo: Repository, parent: Snapshot | None, usable: set[bytes] | None,
+                 settled_before: int | None = None) -> None:
         self._it = walk_tree(repo, parent.tree) if parent else iter(())
         self._cur: Node | None = next(self._it, None)
         self._index = repo.index
         self._exclude = usable
         self._blob_id = repo.key.blob_id
+        self._settled_before = settled_before
 
     def find(self, node: Node) -> Node | None:
         """The parent's entry for the same path, if it was a file."""
@@ -155,10 +166,8 @@ class _ParentTree:
         return old
 
     def unchanged(self, node: Node, old: Node | None) -> list[str] | None:
-        """The parent's chunks for ``node`` if the file did not change since (size, mtime, ctime, inode)."""
-        if old is None or old.encoding is not None:
-            return None
-        if (old.size, old.mtime, old.ctime, old.inode) != (node.size, node.mtime, node.ctime, node.inode):
+        """The parent's chunks for ``node`` if the file did not change since (see ``unmodified``)."""
+        if old is None or old.encoding is not None or not unmodified(node, old, old.size, self._settled_before):
             return None
         for cid in old.chunks:  # the data must still be there and not be on its way out
             b = bytes.fromhex(cid)
@@ -312,10 +321,12 @@ class Archiver:
                 self.counts["bytes_total"] += head.node.logical_size if head.node.encoding else head.node.size
             self.spool.add(head.node)
 
-    def add_tree(self, sources: list[_Source], parent: Snapshot | None, reuse_unchanged: bool = True) -> None:
+    def add_tree(self, sources: list[_Source], parent: Snapshot | None, reuse_unchanged: bool = True,
+                 settled_before: int | None = None) -> None:
         """``reuse_unchanged=False``: read every file, even one whose metadata matches the parent's (a
-        full backup); the parent then only guides the re-cutting of changed files."""
-        parent_tree = _ParentTree(self.repo, parent, self.exclude)
+        full backup); the parent then only guides the re-cutting of changed files. ``settled_before``:
+        see ``unmodified``."""
+        parent_tree = _ParentTree(self.repo, parent, self.exclude, settled_before)
         walker = _Walker(self.warnings)
         for node, abspath in (item for src in sources for item in walker.walk(src)):
             if node.type == FILE:
@@ -407,9 +418,10 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
                  parent: Snapshot | str | None = "auto", progress: Progress | None = None,
                  compression: int | None = None, hostname: str | None = None,
                  content_hook: ContentHook | None = None, reuse_unchanged: bool = True,
-                 fixed_chunks: FixedChunks | None = None) -> Snapshot:
+                 settled_before: int | None = None, fixed_chunks: FixedChunks | None = None) -> Snapshot:
     """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent
-    (``reuse_unchanged=False``: read anyway; the parent then only speeds up re-cutting changed files).
+    (``reuse_unchanged=False``: read anyway; the parent then only speeds up re-cutting changed files;
+    ``settled_before``: only files last modified before it, see ``unmodified``).
 
     ``content_hook`` lets an engine store some files in its own encoding (see EncodedContent);
     ``fixed_chunks`` lets it cut files of fixed-size pages at fixed offsets."""
@@ -428,7 +440,7 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
         if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
             threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:
-            archiver.add_tree(sources, parent, reuse_unchanged)
+            archiver.add_tree(sources, parent, reuse_unchanged, settled_before)
             return archiver.commit(paths=abs_paths, tags=list(tags), parent=parent, metadata=metadata, lock=lock,
                                    started=started, hostname=host)
         finally:

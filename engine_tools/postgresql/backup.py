@@ -90,6 +90,19 @@ def _parent(repo: Repository, request: BackupRequest) -> tuple[dict[str, Any], S
     return parent
 
 
+# A file whose metadata still matches the parent's is taken from the parent only if it was last
+# modified this long before the parent started: one written while the parent read it (a page
+# flushed during the backup) can be stored torn, and only WAL from the parent's start repairs it;
+# an incremental restored replays WAL from its own start. The margin covers the file system's
+# coarse timestamps (a clock tick).
+SETTLE_NS = 1_000_000_000
+
+
+def _settled_before(parent_positions: dict[str, Any]) -> int:
+    start = datetime.fromisoformat(parent_positions["start_time"])
+    return int(start.timestamp() * 1_000_000_000) - SETTLE_NS
+
+
 def _guide(repo: Repository, request: BackupRequest) -> Snapshot | None:
     """For a full: the previous full's data files, to re-cut changed files faster (every file is still
     read: a full depends on no earlier backup). None when there is none, or it is gone."""
@@ -152,11 +165,13 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
             raise UsageError(f"cluster {cluster.name} is not the database its parent backup was taken of "
                              "(system identifiers differ)", "take a full backup")
         entries = [os.path.join(data_dir, n) for n in sorted(os.listdir(data_dir)) if n not in EXCLUDED]
+        settled = _settled_before(parent[0]) if parent else None
         data = backup_paths(repo, entries, tags=[*tags, "pg-data"],
                             parent=parent[1] if parent else _guide(repo, request),
                             reuse_unchanged=parent is not None,     # a full reads every file
-                            progress=request.progress,
-                            content_hook=delta.content_hook(L.parse_lsn(parent[0]["start_lsn"])) if parent else None,
+                            settled_before=settled, progress=request.progress,
+                            content_hook=delta.content_hook(L.parse_lsn(parent[0]["start_lsn"]), settled)
+                            if parent else None,
                             fixed_chunks=delta.fixed_chunk_size,
                             metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
                                                    "backup": request.metadata.get("backup")}})

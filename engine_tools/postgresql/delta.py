@@ -27,6 +27,7 @@ import struct
 from collections.abc import Generator, Iterator
 
 from backupctl.errors import IntegrityError
+from backupctl.repository.backup import unmodified
 from backupctl.repository.tree import Node
 
 ENCODING = "pg-page-delta-v1"
@@ -113,8 +114,9 @@ class PageDelta:
         return filled
 
 
-def content_hook(since_lsn: int):
-    """The repository content hook of an incremental whose parent started at ``since_lsn``."""
+def content_hook(since_lsn: int, settled_before: int | None = None):
+    """The repository content hook of an incremental whose parent started at ``since_lsn``; files
+    last modified at ``settled_before`` (ns) or later count as changed (see ``unmodified``)."""
 
     def hook(node: Node, abspath: str, old: Node | None) -> PageDelta | None:
         if old is None or not is_relation_file(node.path):
@@ -122,7 +124,7 @@ def content_hook(since_lsn: int):
         parent_size = old.logical_size if old.encoding == ENCODING else old.size
         if old.encoding not in (None, ENCODING):
             return None
-        unchanged = (parent_size, old.mtime, old.ctime, old.inode) == (node.size, node.mtime, node.ctime, node.inode)
+        unchanged = unmodified(node, old, parent_size, settled_before)
         if unchanged and old.encoding is None:
             # the parent's chunks, as for any unchanged file: a restore then writes it as a whole
             # file instead of laying an empty delta over its base (most files of an incremental)
