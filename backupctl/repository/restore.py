@@ -276,7 +276,7 @@ class _FileWriter:
         # Layered files in progress at once: each reads its layers ahead (2 blobs a layer), so this
         # bounds that memory as the window buffers bound theirs.
         self._layered = threading.BoundedSemaphore(4)
-        self._opened = self._finished = 0
+        self._unfinished: set[_OpenFile] = set()      # opened, not yet complete: their fds are open
         # Windows of layered files are written, and layers' blobs read ahead, on pools of their own:
         # the pool's threads submit to them and wait for them.
         self._writes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-write")
@@ -330,8 +330,7 @@ class _FileWriter:
         self._wait(self._feeding)
         # Created here, one at a time: threads creating files in one directory at once only spin on
         # its lock in the kernel.
-        fd, direct = self._open(path, layers[-1].logical_size if layers else node.size)
-        self._feeders.submit(self._feed, path, node, layers, entries, fd, direct)
+        self._feeders.submit(self._feed, self._open_file(path, node, layers or []), entries)
 
     def _wait(self, semaphore: threading.Semaphore) -> None:
         while not semaphore.acquire(timeout=0.5):
@@ -341,18 +340,17 @@ class _FileWriter:
             semaphore.release()
             raise self._error
 
-    def _feed(self, path: str, node: Node, layers: list[Node] | None, entries: list, fd: int, direct: bool) -> None:
+    def _feed(self, f: _OpenFile, entries: list) -> None:
         """Hand one file's chunks to the pool (on a feeder thread)."""
         try:
-            self._feed_chunks(path, node, layers, entries, fd, direct)
+            self._feed_chunks(f, entries)
         except BaseException as exc:
             self._error = self._error or exc
         finally:
             self._feeding.release()
 
-    def _feed_chunks(self, path: str, node: Node, layers: list[Node] | None, entries: list, fd: int,
-                     direct: bool) -> None:
-        layers = layers or []
+    def _open_file(self, path: str, node: Node, layers: list[Node]) -> _OpenFile:
+        """The file created empty, with its layers' patches ready to read (nothing is read yet)."""
         final = layers[-1] if layers else node
         size = final.logical_size if layers else node.size
         # a layer's pages past a later layer's size were truncated away by then (the format stores
@@ -360,10 +358,13 @@ class _FileWriter:
         limits = [min([n.logical_size for n in layers[i + 1:]], default=size) for i in range(len(layers))]
         opened = [_Layer(self.patches(n, self._blobs(n)), limit) for n, limit in zip(layers, limits)]
         base_end = min([node.size, *(n.logical_size for n in layers)])
-        f = _OpenFile(path, final, fd, direct, size, base_end, opened, self._file_windows)
+        f = _OpenFile(path, final, *self._open(path, size), size, base_end, opened, self._file_windows)
         with self._lock:
-            self._opened += 1
-        if layers:
+            self._unfinished.add(f)
+        return f
+
+    def _feed_chunks(self, f: _OpenFile, entries: list) -> None:
+        if f.layers:
             self._wait(self._layered)
         if f.count == 0:
             self._finish(f)
@@ -519,7 +520,7 @@ class _FileWriter:
         if f.layers:
             self._layered.release()
         with self._lock:
-            self._finished += 1
+            self._unfinished.discard(f)
         self.count(1, f.size - f.base_end)
         self.progress.advance(f.size - f.base_end, 1)
 
@@ -534,12 +535,19 @@ class _FileWriter:
         self._writes.shutdown(wait=True)
         self._layer_reads.shutdown(wait=True)
         self._buffers.close()
+        if exc[0] is not None or self._error is not None:
+            for f in self._unfinished:                    # the restore failed: they stay incomplete
+                for fd in [f.fd, *f.spent_fds]:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
         if exc[0] is not None:
             return
         if self._error is not None:
             raise self._error
-        if self._finished != self._opened:
-            raise IntegrityError(f"{self._opened - self._finished} restored file(s) were not completed",
+        if self._unfinished:
+            raise IntegrityError(f"{len(self._unfinished)} restored file(s) were not completed",
                                  "run 'backupctl repo check --read-data' and report it")
 
 
