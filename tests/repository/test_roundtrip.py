@@ -42,6 +42,28 @@ def test_files_assembled_in_small_windows_restore_byte_for_byte(fs_repo_url, tmp
     assert (target / "sparse.img").stat().st_blocks * 512 <= 8 * 1024 * 1024   # 16 MiB: its zero chunks are holes
 
 
+def test_compressed_chunks_are_decompressed_straight_into_small_windows(fs_repo_url, tmp_path, monkeypatch):
+    """Many chunks to a window, most compressed, decoded in place and written with O_DIRECT."""
+    from backupctl.repository.pack import COMPRESSED
+
+    monkeypatch.setattr(restore, "WINDOW", 256 * 1024)
+    monkeypatch.setattr(restore, "DIRECT_MIN", 0)
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD, chunk_min=16 * 1024, chunk_avg=32 * 1024, chunk_max=64 * 1024)
+    snap = backup_paths(repo, [str(src)])
+    in_place: list[int] = []
+    read_blob_into = Repository.read_blob_into
+
+    def counted(self, entry, out):
+        in_place.append(entry.flags)
+        return read_blob_into(self, entry, out)
+
+    monkeypatch.setattr(Repository, "read_blob_into", counted)
+    restore_snapshot(Repository.open(fs_repo_url, PASSWORD), snap, str(tmp_path / "restored"))
+    assert tree_digest(tmp_path / "restored") == tree_digest(src)
+    assert sum(1 for flags in in_place if flags & COMPRESSED) > 100, len(in_place)
+
+
 def test_a_window_writes_all_but_the_aligned_blocks_of_zero_chunks():
     A = restore._ALIGN
     assert restore._data_ranges([], 10 * A, 10 * A) == [(0, 10 * A)]
