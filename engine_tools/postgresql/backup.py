@@ -94,13 +94,15 @@ def _parent(repo: Repository, request: BackupRequest) -> tuple[dict[str, Any], S
 # modified this long before the parent started: one written while the parent read it (a page
 # flushed during the backup) can be stored torn, and only WAL from the parent's start repairs it;
 # an incremental restored replays WAL from its own start. The margin covers the file system's
-# coarse timestamps (a clock tick).
+# coarse timestamps (a clock tick). The earlier of the server's clock and this host's is taken:
+# the files' times come from whichever machine holds them.
 SETTLE_NS = 1_000_000_000
 
 
 def _settled_before(parent_positions: dict[str, Any]) -> int:
-    start = datetime.fromisoformat(parent_positions["start_time"])
-    return int(start.timestamp() * 1_000_000_000) - SETTLE_NS
+    starts = [datetime.fromisoformat(parent_positions[k]) for k in ("start_time", "host_start_time")
+              if parent_positions.get(k)]
+    return int(min(starts).timestamp() * 1_000_000_000) - SETTLE_NS
 
 
 def _guide(repo: Repository, request: BackupRequest) -> Snapshot | None:
@@ -154,6 +156,7 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
                              "physical method does not back up yet", "use the volume method on a frozen volume")
         label_name = f"backupctl {request.metadata.get('backup') or cluster.name}"[:100]
         start_time = _server_now(conn)
+        host_start_time = datetime.now(timezone.utc)      # the clock of the data files' times
         try:
             start_lsn = conn.execute("SELECT pg_backup_start(%s, true)::text", [label_name]).fetchone()[0]
         except psycopg.errors.InsufficientPrivilege:
@@ -206,6 +209,7 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
     positions: dict[str, Any] = {
         "start_lsn": start_lsn, "stop_lsn": stop_lsn, "timeline": timeline,
         "start_time": start_time.isoformat(), "stop_time": stop_time.isoformat(),
+        "host_start_time": host_start_time.isoformat(),
         "start_wal_file": L.segment_name(timeline, L.segment_of(L.parse_lsn(start_lsn), segment_size), segment_size),
         "stop_wal_file": L.segment_name(timeline, L.segment_of(L.parse_lsn(stop_lsn) - 1, segment_size), segment_size),
         "segment_size": segment_size, "server_version_num": int(s["server_version_num"]),

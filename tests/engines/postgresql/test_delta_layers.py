@@ -24,6 +24,7 @@ PAGE = delta.PAGE
 REL = "base/5/16384"          # a main fork: stored as a page delta in incrementals
 SEGMENT = "base/5/16390.1"    # a second segment of another relation
 OTHER = "base/5/16384_fsm"    # not a main fork: stored whole every time
+LATE = "base/5/16500"         # unchanged in the first incremental, changed in the second
 
 
 def page(lsn: int, rng: random.Random) -> bytes:
@@ -57,9 +58,9 @@ class DataDir:
         return out
 
 
-def backup(repo, data: DataDir, parent=None, since_lsn: int | None = None):
-    return backup_paths(repo, [data.path("base"), data.path("global")], parent=parent,
-                        content_hook=delta.content_hook(since_lsn) if parent is not None else None)
+def backup(repo, data: DataDir, parent=None, since_lsn: int | None = None, settled_before: int | None = None):
+    return backup_paths(repo, [data.path("base"), data.path("global")], parent=parent, settled_before=settled_before,
+                        content_hook=delta.content_hook(since_lsn, settled_before) if parent is not None else None)
 
 
 @pytest.mark.parametrize("window", [None, 16 * 1024])
@@ -77,6 +78,7 @@ def test_chain_with_changes_truncation_and_extension_restores_byte_for_byte(fs_r
     data.write(OTHER, {0: 0, 1: 0})
     data.write("global/1262", {0: 100})                        # a shared catalog (path pattern of its own)
     data.write("base/5/20000", {n: 100 for n in range(5)})     # removed before the last incremental
+    data.write(LATE, {n: 100 for n in range(20)})
     full = backup(repo, data)
     states = [data.snapshot_bytes()]
 
@@ -95,8 +97,11 @@ def test_chain_with_changes_truncation_and_extension_restores_byte_for_byte(fs_r
     data.truncate(SEGMENT, 10)
     os.unlink(data.path("base/5/20000"))
     data.write("base/5/30000", {0: 950, 1: 960})               # new relation: stored whole
+    data.write(LATE, {2: 970, 19: 980})                        # over the full's copy, taken whole by inc1
     inc2 = backup(repo, data, parent=inc1, since_lsn=700)
     states.append(data.snapshot_bytes())
+    late = [next(n for n in walk_tree(repo, s.tree) if n.path == LATE) for s in (full, inc1, inc2)]
+    assert late[1].encoding is None and late[1].chunks == late[0].chunks and late[2].encoding == delta.ENCODING
 
     encoded = {n.path for n in walk_tree(repo, inc2.tree) if n.encoding}
     assert {REL, SEGMENT, "global/1262"} <= encoded and OTHER not in encoded and "base/5/30000" not in encoded
@@ -114,6 +119,30 @@ def test_chain_with_changes_truncation_and_extension_restores_byte_for_byte(fs_r
         for rel in expected:
             assert len(restored[rel]) == len(expected[rel]), (i, rel)
             assert restored[rel] == expected[rel], (i, rel)
+
+
+def test_files_modified_since_the_settle_time_are_read_again_metadata_or_not(fs_repo_url, tmp_path):
+    """With ``settled_before`` at or before the files' times, nothing is taken from the parent by its
+    metadata: relation files become page deltas (scanned), other files are read and stored again."""
+    data = DataDir(tmp_path / "data", random.Random(5))
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    data.write(REL, {n: 100 for n in range(20)})
+    data.write(OTHER, {0: 0})
+    data.write("global/1262", {0: 100})
+    full = backup(repo, data)
+    trusted = backup(repo, data, parent=full, since_lsn=200)
+    # as if the parent had started right after the first file was written: none had settled
+    unsettled = backup(repo, data, parent=full, since_lsn=200, settled_before=os.stat(data.path(REL)).st_mtime_ns)
+
+    def entry(snapshot, path):
+        return next(n for n in walk_tree(repo, snapshot.tree) if n.path == path)
+
+    assert trusted.summary["files_unmodified"] == 3 and entry(trusted, REL).encoding is None
+    assert unsettled.summary["files_unmodified"] == 0
+    assert entry(unsettled, REL).encoding == delta.ENCODING and entry(unsettled, OTHER).encoding is None
+    target = tmp_path / "restored"
+    restore_chain(repo, [full, unsettled], str(target))
+    assert DataDir(target, random.Random(0)).snapshot_bytes() == data.snapshot_bytes()
 
 
 # -- the merge against applying the deltas one by one, on random chains ---------------------------
