@@ -105,6 +105,10 @@ class Repository:
         if entry is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index",
                                  "run 'backupctl repo check' to see which snapshots are damaged")
+        return self.read_entry(entry)
+
+    def read_entry(self, entry: BlobEntry) -> bytes:
+        """``read_blob`` for a caller that has the blob's index entry already."""
         return self.open_blob(entry, self._read_sealed(entry))
 
     def _read_sealed(self, entry: BlobEntry) -> bytes:

@@ -432,7 +432,7 @@ class _FileWriter:
                 blob = first.view[offset - first.start:end - first.start]
                 self.repo.read_blob_into(entry, blob)
             else:
-                blob = self.repo.read_blob(entry.id)
+                blob = self.repo.read_entry(entry)
             zero = n <= len(_ZEROS) and blob == _ZERO_VIEW[:n]      # views: no copy
             while pos < end:
                 j = pos // WINDOW
