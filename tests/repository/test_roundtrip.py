@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import pytest
 
@@ -137,6 +138,52 @@ def test_restore_refuses_a_non_empty_target_and_leaves_it_alone(fs_repo_url, tmp
     with pytest.raises(UsageError, match="not empty"):
         restore_snapshot(repo, snap, str(target))
     assert os.listdir(target) == ["precious"]
+
+
+def test_entries_created_ahead_through_a_short_queue_restore_byte_for_byte(fs_repo_url, tmp_path, monkeypatch):
+    """The walk and the creation of directories, files and links run ahead of the writer on a thread
+    of their own: with room for one entry between them, every hand-over waits on the other side."""
+    monkeypatch.setattr(restore._Creator, "AHEAD", 1)
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    restore_snapshot(repo, snap, str(tmp_path / "out"))
+    assert tree_digest(tmp_path / "out") == tree_digest(src)
+
+
+def test_overwrite_replaces_what_is_in_the_way_and_writes_through_no_link(fs_repo_url, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    target, outside = tmp_path / "busy", tmp_path / "outside.txt"
+    outside.write_bytes(b"not to be touched")
+    (target / "odd names").mkdir(parents=True)
+    (target / "text.csv").write_bytes(b"stale")
+    os.symlink(outside, target / "run.sh")                      # a link where the snapshot has a file
+    (target / "odd names" / "link-to-large").write_bytes(b"a file where the snapshot has a link")
+    (target / "extra").write_bytes(b"not in the snapshot")
+    restore_snapshot(repo, snap, str(target), overwrite=True)
+    assert outside.read_bytes() == b"not to be touched"
+    assert not (target / "run.sh").is_symlink() and (target / "run.sh").read_bytes() == (src / "run.sh").read_bytes()
+    assert (target / "extra").read_bytes() == b"not in the snapshot"    # overwritten, not cleaned
+    (target / "extra").unlink()
+    assert tree_digest(target) == tree_digest(src)
+
+
+def test_an_entry_that_cannot_be_created_fails_the_restore_with_its_error(fs_repo_url, tmp_path):
+    """Created on the creating thread, raised on the restoring one; nothing is left open or running."""
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    target = tmp_path / "busy"
+    (target / "text.csv").mkdir(parents=True)                   # a directory where the snapshot has a file
+    (target / "text.csv" / "inside").write_bytes(b"kept")
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(IsADirectoryError, match="text.csv"):
+        restore_snapshot(repo, snap, str(target), overwrite=True)
+    assert (target / "text.csv" / "inside").read_bytes() == b"kept"
+    assert set(os.listdir("/proc/self/fd")) <= fds
+    assert not any(t.name == "restore-create" for t in threading.enumerate())
 
 
 def test_a_window_buffer_places_bytes_and_other_buffers_alike():
