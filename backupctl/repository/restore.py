@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import mmap
 import os
 import queue
@@ -155,9 +156,10 @@ Decoder = Callable[[Node, str, Iterator[bytes]], None]
 # whole, then the encoded entries between (an incremental backup's chain). None: on the file
 # already in the target.
 Layers = Callable[[Node], "list[Node] | None"]
-# An encoded entry's stored bytes -> its changes as (offset, bytes) in ascending offset; the
-# generator returns the file's size after them.
-Patches = Callable[[Node, Iterator[bytes]], Generator[tuple[int, memoryview], None, int]]
+# An encoded entry's stored bytes -> its changes as lists of (offset, bytes), in ascending offset
+# across lists (a list per stored blob, say: fewer steps than one per change); the generator
+# returns the file's size after them.
+Patches = Callable[[Node, Iterator[bytes]], Generator[list[tuple[int, memoryview]], None, int]]
 
 
 def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, include: list[str] | None = None,
@@ -296,18 +298,22 @@ class _Layer:
     """One encoded layer's patches, read in order as windows ask for them; those at or past
     ``limit`` (a later layer's size: truncated away since) are dropped."""
 
-    def __init__(self, gen: Generator[tuple[int, memoryview], None, int], limit: int) -> None:
+    def __init__(self, gen: Generator[list[tuple[int, memoryview]], None, int], limit: int) -> None:
         self.gen, self.limit = gen, limit
-        self.pending: tuple[int, memoryview] | None = None
+        self.batch: list[tuple[int, memoryview]] = []    # the patches read and not yet laid ...
+        self.taken = 0                                    # ... from this one on
         self.size: int | None = None
 
-    def next(self) -> tuple[int, memoryview] | None:
-        if self.pending is None and self.size is None:
+    def more(self) -> bool:
+        """Read the next batch of patches; False at the layer's end (``size`` is then set)."""
+        if self.size is None:
             try:
-                self.pending = next(self.gen)
+                self.batch, self.taken = next(self.gen), 0
+                return True
             except StopIteration as stop:
                 self.size = stop.value
-        return self.pending
+        self.batch, self.taken = [], 0
+        return False
 
 
 class _OpenFile:
@@ -544,15 +550,27 @@ class _FileWriter:
             self._writes.submit(self._write, f, w)
 
     def _overlay(self, f: _OpenFile, w: _Window) -> None:
-        end = w.start + w.length
+        start, end, view = w.start, w.start + w.length, w.view
         for layer in f.layers:                            # oldest first: later layers win
-            while (patch := layer.next()) is not None and patch[0] < end:
-                offset, data = patch
-                stop = min(offset + len(data), end)
-                if w.start <= offset < layer.limit:
-                    w.view[offset - w.start:stop - w.start] = data[:stop - offset]
-                    w.patched = True
-                layer.pending = (stop, data[stop - offset:]) if stop < offset + len(data) else None
+            limit = layer.limit
+            while True:
+                batch, i = layer.batch, layer.taken
+                for offset, data in itertools.islice(batch, i, None):    # the hot loop: one step a page
+                    stop = offset + len(data)
+                    if stop > end:
+                        if offset < end:                  # runs into the next window: lay its head
+                            if start <= offset < limit:
+                                view[offset - start:end - start] = data[:end - offset]
+                                w.patched = True
+                            batch[i] = (end, data[end - offset:])
+                        break
+                    if start <= offset < limit:
+                        view[offset - start:stop - start] = data
+                        w.patched = True
+                    i += 1
+                layer.taken = i
+                if i < len(batch) or not layer.more():
+                    break
 
     def _write(self, f: _OpenFile, w: _Window) -> None:
         try:
@@ -574,8 +592,8 @@ class _FileWriter:
 
     def _finish(self, f: _OpenFile) -> None:
         for layer in f.layers:                            # each layer's end: its size
-            while layer.next() is not None:
-                layer.pending = None                      # pages the last layer truncated away
+            while layer.more():
+                pass                                      # pages the last layer truncated away
         if f.layers and f.layers[-1].size != f.size:
             raise IntegrityError(f"{f.final.path}: its layers end at {f.layers[-1].size} bytes, the snapshot says "
                                  f"{f.size}", "the backup chain is damaged; restore from another backup")

@@ -161,12 +161,13 @@ def _apply(file: bytearray, node: Node, blobs: list[bytes]) -> None:
     stream = delta.patches(node, iter(blobs))
     while True:
         try:
-            offset, page = next(stream)
+            pages = next(stream)
         except StopIteration as end:
             del file[end.value:]
             return
-        file[len(file):offset + len(page)] = bytes(max(0, offset + len(page) - len(file)))
-        file[offset:offset + len(page)] = page
+        for offset, page in pages:
+            file[len(file):offset + len(page)] = bytes(max(0, offset + len(page) - len(file)))
+            file[offset:offset + len(page)] = page
 
 
 def _delta_stream(pages: dict[int, bytes], size: int) -> bytes:
@@ -202,6 +203,35 @@ def test_deltas_cut_anywhere_apply_like_the_pages_they_hold(small_pages, seed, b
         _apply(restored, node, _cut(stream, rng))
         parent_pages = new_pages
     assert restored == expected
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("swap", "out of order"), ("repeat", "out of order"), ("across", "out of order"),
+    ("magic", "not a page delta"), ("cut", "truncated"),
+])
+def test_a_damaged_delta_is_refused_not_laid(small_pages, damage, message):
+    """Page numbers are read many records at a time: order is still checked record by record, across
+    blobs too, and a stream without its trailer is not taken for a whole one."""
+    from backupctl.errors import IntegrityError
+
+    rng = random.Random(7)
+    numbers = list(range(0, 40, 3))
+    if damage == "swap":
+        numbers[4], numbers[5] = numbers[5], numbers[4]
+    if damage == "repeat":
+        numbers[7] = numbers[6]
+    records = [delta._RECORD.pack(no) + rng.randbytes(delta.PAGE) for no in numbers]
+    head = delta._HEADER.pack(b"NOTADLTA" if damage == "magic" else delta.MAGIC, delta.PAGE, 0)
+    trailer = b"" if damage == "cut" else delta._TRAILER.pack(delta._END, 40 * delta.PAGE)
+    if damage == "across":                      # in order within each blob, not across them
+        blobs = [head + b"".join(records[6:]), b"".join(records[:6]) + trailer]
+    else:
+        stream = head + b"".join(records) + trailer
+        blobs = [stream[:100], stream[100:]]
+    node = Node(path="base/1/16384", type="file", size=sum(map(len, blobs)), encoding=delta.ENCODING,
+                logical_size=40 * delta.PAGE)
+    with pytest.raises(IntegrityError, match=message):
+        _apply(bytearray(), node, blobs)
 
 
 # -- random chains through the window writer: each window assembled from the base and every layer ------
