@@ -34,7 +34,9 @@ class Store(Protocol):
         """Return the whole object; raise ``FileNotFoundError`` when absent."""
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        """Return ``length`` bytes from ``offset``; raise ``FileNotFoundError`` when absent."""
+        """Return ``length`` bytes from ``offset``; raise ``FileNotFoundError`` when absent.
+        Only packs are read by range, and they never change once written: a store may keep
+        them open between calls (until ``delete`` or ``close``)."""
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         """Yield (name, size) of every object whose name starts with ``prefix``."""

@@ -3,9 +3,12 @@ object is either absent or complete even if the machine dies mid-write."""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -14,10 +17,14 @@ from backupctl.errors import StorageError
 
 
 class FileStore:
+    OPEN_READERS = 64                     # packs kept open for get_range, the most recently read
+
     def __init__(self, url: str) -> None:
         self.url = url
         path = unquote(urlsplit(url).path) if url.startswith("file://") else url
         self.root = Path(path).expanduser().absolute()
+        self._readers: OrderedDict[str, io.FileIO] = OrderedDict()
+        self._readers_lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
         return self.root / name
@@ -45,11 +52,25 @@ class FileStore:
             return f.read()
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        fd = os.open(self._path(name), os.O_RDONLY)
-        try:
-            return os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
+        return os.pread(self._reader(name).fileno(), length, offset)
+
+    def _reader(self, name: str) -> io.FileIO:
+        """The object opened for reading, kept open between calls: a restore reads thousands of
+        ranges from a few packs, and opening and closing the file around each read cost three
+        system calls (and three waits for the GIL) for one. Ranges are read from packs only,
+        which never change once written. An evicted file is closed when its last reader is done
+        with it (reference counting), so no descriptor is closed under a read."""
+        with self._readers_lock:
+            f = self._readers.get(name)
+            if f is not None:
+                self._readers.move_to_end(name)
+                return f
+        f = open(self._path(name), "rb", buffering=0)
+        with self._readers_lock:
+            self._readers[name] = f
+            while len(self._readers) > self.OPEN_READERS:
+                self._readers.popitem(last=False)
+        return f
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         base = self._path(prefix.rstrip("/")) if "/" in prefix else self.root
@@ -68,6 +89,8 @@ class FileStore:
                         continue
 
     def delete(self, name: str) -> None:
+        with self._readers_lock:
+            self._readers.pop(name, None)  # its space is freed once no read holds it
         try:
             os.unlink(self._path(name))
         except FileNotFoundError:
@@ -80,7 +103,8 @@ class FileStore:
         return self._path(name).stat().st_size
 
     def close(self) -> None:
-        pass
+        with self._readers_lock:
+            self._readers.clear()         # each closes when no read holds it any more
 
     def remove_stale_temporaries(self, older_than: float = 3600) -> int:
         """Temporary files of writers killed mid-write; only this store knows they exist."""

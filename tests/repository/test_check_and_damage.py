@@ -60,9 +60,8 @@ def test_flipped_byte_in_a_pack_is_found_by_read_data_and_names_the_snapshot(rep
     result = check_repository(Repository.open(str(root), PASSWORD), read_data=True)
     assert not result.ok
     assert sb.id in result.damaged_snapshots and sa.id not in result.damaged_snapshots
-    repo = Repository.open(str(root), PASSWORD)
     fds = set(os.listdir("/proc/self/fd"))
-    with pytest.raises(IntegrityError):
+    with Repository.open(str(root), PASSWORD) as repo, pytest.raises(IntegrityError):
         restore_snapshot(repo, sb, str(root.parent / "out"))
     assert set(os.listdir("/proc/self/fd")) <= fds       # the failed restore left no file open
 

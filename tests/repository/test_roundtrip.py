@@ -179,8 +179,8 @@ def test_an_entry_that_cannot_be_created_fails_the_restore_with_its_error(fs_rep
     (target / "text.csv").mkdir(parents=True)                   # a directory where the snapshot has a file
     (target / "text.csv" / "inside").write_bytes(b"kept")
     fds = set(os.listdir("/proc/self/fd"))
-    with pytest.raises(IsADirectoryError, match="text.csv"):
-        restore_snapshot(repo, snap, str(target), overwrite=True)
+    with Repository.open(fs_repo_url, PASSWORD) as reader, pytest.raises(IsADirectoryError, match="text.csv"):
+        restore_snapshot(reader, snap, str(target), overwrite=True)
     assert (target / "text.csv" / "inside").read_bytes() == b"kept"
     assert set(os.listdir("/proc/self/fd")) <= fds
     assert not any(t.name == "restore-create" for t in threading.enumerate())

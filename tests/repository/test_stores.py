@@ -38,6 +38,24 @@ def test_store_contract(store):
     assert not store.exists("data/ab/one")
     with pytest.raises(FileNotFoundError):
         store.get("data/ab/one")
+    with pytest.raises(FileNotFoundError):
+        store.get_range("data/ab/one", 0, 1)          # read by range before: not served from an open file
+
+
+def test_local_store_keeps_a_bounded_number_of_packs_open_and_releases_them(tmp_path, monkeypatch):
+    from repo_plugins import fs
+
+    monkeypatch.setattr(fs.FileStore, "OPEN_READERS", 3)
+    store = open_store(str(tmp_path / "store"))
+    for i in range(8):
+        store.put(f"data/{i:02x}/pack", bytes([i]) * 100)
+    fds = set(os.listdir("/proc/self/fd"))
+    for _ in range(2):
+        for i in range(8):
+            assert store.get_range(f"data/{i:02x}/pack", 10 + i, 5) == bytes([i]) * 5
+    assert len(set(os.listdir("/proc/self/fd")) - fds) == 3          # the three read last
+    store.close()
+    assert set(os.listdir("/proc/self/fd")) <= fds
 
 
 def test_s3_multipart_upload_roundtrip(s3_endpoint, s3_bucket, monkeypatch):
