@@ -52,7 +52,9 @@ class FileStore:
             return f.read()
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return os.pread(self._reader(name).fileno(), length, offset)
+        # The file is held here until the read returns: evicted meanwhile, it closes only after.
+        reader = self._reader(name)
+        return os.pread(reader.fileno(), length, offset)
 
     def _reader(self, name: str) -> io.FileIO:
         """The object opened for reading, kept open between calls: a restore reads thousands of

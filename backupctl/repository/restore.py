@@ -6,7 +6,8 @@ ahead on a thread pool across file boundaries, so many small files restore as fa
 few large ones. Files are assembled in aligned windows and each window written once, large
 files with O_DIRECT (no copy into the page cache, on disk at the end); an incremental
 chain's changes are laid over each window in memory, so no byte is written twice. All-zero
-chunks become holes: sparse files stay sparse.
+chunks become holes: sparse files stay sparse. Directories, files and links are created by
+one thread of their own, ahead of the writing.
 """
 
 from __future__ import annotations

@@ -58,6 +58,41 @@ def test_local_store_keeps_a_bounded_number_of_packs_open_and_releases_them(tmp_
     assert set(os.listdir("/proc/self/fd")) <= fds
 
 
+def test_local_store_range_reads_from_many_threads_while_packs_are_evicted(tmp_path, monkeypatch):
+    """An evicted pack closes when no read holds it: never under a read, never reused by another pack."""
+    import sys
+    import threading
+
+    from repo_plugins import fs
+
+    monkeypatch.setattr(fs.FileStore, "OPEN_READERS", 2)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)                      # hand the GIL over between any two steps
+    store = open_store(str(tmp_path / "store"))
+    for i in range(12):
+        store.put(f"data/{i:02x}/pack", bytes([i]) * 4096)
+    wrong: list = []
+
+    def reader(seed: int) -> None:
+        try:
+            for k in range(3000):
+                i = (seed * 7 + k * 5) % 12
+                if store.get_range(f"data/{i:02x}/pack", k % 4000, 64) != bytes([i]) * 64:
+                    wrong.append(i)
+        except OSError as exc:
+            wrong.append(exc)
+
+    try:
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert wrong == []
+
+
 def test_s3_multipart_upload_roundtrip(s3_endpoint, s3_bucket, monkeypatch):
     monkeypatch.setattr(s3_module, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
     store = open_store(f"s3://{s3_bucket}/{uuid.uuid4().hex}?endpoint={s3_endpoint}")
