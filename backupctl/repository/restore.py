@@ -77,11 +77,14 @@ class _Creator:
     it overlaps the data of the files before instead of holding up the feeding of the next."""
 
     AHEAD = 4096                  # entries created and not yet taken: bounds the memory they hold
+    # In a target that had files (--overwrite), each created file replaces one: no more of them
+    # than the writer is about to fill, so that a failed restore leaves the rest as they were.
+    AHEAD_OVER_FILES = 8
 
     def __init__(self, target: str, empty: bool, nodes: Iterable[Node]) -> None:
         self.target, self.empty, self.nodes = target, empty, nodes
         self.made = {target}                          # directories known to exist: no stat per file
-        self._queue: queue.Queue = queue.Queue(self.AHEAD)
+        self._queue: queue.Queue = queue.Queue(self.AHEAD if empty else self.AHEAD_OVER_FILES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="restore-create", daemon=True)
 
@@ -89,11 +92,14 @@ class _Creator:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, failed: type | None, *exc) -> None:
         self._stop.set()
-        while self._thread.is_alive():                # unblock a put into a full queue
+        # A failed or interrupted restore does not wait on a read the walk is stuck in (the thread
+        # stops at its next step); one that ends well finds it done.
+        give_up = time.monotonic() + (1.0 if failed else float("inf"))
+        while self._thread.is_alive() and time.monotonic() < give_up:
             try:
-                self._queue.get(timeout=0.1)
+                self._queue.get(timeout=0.1)          # unblock a put into a full queue
             except queue.Empty:
                 pass
 
@@ -140,9 +146,23 @@ class _Creator:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     def _make_dir(self, path: str) -> None:
-        if path not in self.made:
-            os.makedirs(path, exist_ok=True)
-            self.made.add(path)
+        """Make a directory and those above it, refusing to go through a symbolic link: one the
+        snapshot made at a directory's path (a damaged tree), or one in an overwritten target."""
+        if path in self.made:
+            return
+        self._make_dir(os.path.dirname(path))
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if os.path.islink(path) or not os.path.isdir(path):
+                if self.empty:                        # the snapshot put it there itself
+                    raise IntegrityError(f"the snapshot has entries under {path}, which it restores as a link or "
+                                         "a file; a restore does not write through links",
+                                         "the snapshot is damaged; restore from another one") from None
+                raise UsageError(f"{path} in the target is a link or a file where the snapshot has a directory; "
+                                 "a restore does not write through links",
+                                 "remove it from the target, or restore into a new directory") from None
+        self.made.add(path)
 
 
 def _wanted(node: Node, include: list[str] | None) -> bool:
@@ -228,6 +248,8 @@ _ALIGN = 4096                     # O_DIRECT's unit for offsets, lengths and buf
 # pgBackRest, which syncs each file). Smaller files are not worth a synchronous write each.
 # BACKUPCTL_RESTORE_DIRECT=0 turns it off (a file system where O_DIRECT is slow).
 DIRECT_MIN = WINDOW
+# A file is opened again after the _Creator made it: never through a link put at its path since.
+_WRITE = os.O_WRONLY | os.O_NOFOLLOW
 _DIRECT = hasattr(os, "O_DIRECT") and os.environ.get("BACKUPCTL_RESTORE_DIRECT", "1") != "0"
 
 
@@ -465,7 +487,7 @@ class _FileWriter:
 
     def _open(self, path: str, size: int) -> tuple[int, bool]:
         """The file (created empty by the _Creator), and whether it was opened with O_DIRECT."""
-        flags = os.O_WRONLY
+        flags = _WRITE
         if _DIRECT and size >= DIRECT_MIN:
             try:
                 return os.open(path, flags | os.O_DIRECT, 0o600), True
@@ -482,7 +504,7 @@ class _FileWriter:
         with f.lock:     # opened with O_DIRECT, but refused at the first write (FUSE, larger blocks)
             if f.direct:
                 f.spent_fds.append(f.fd)
-                f.fd, f.direct = os.open(f.path, os.O_WRONLY), False
+                f.fd, f.direct = os.open(f.path, _WRITE), False
         return os.pwrite(f.fd, view, offset)
 
     def _open_window(self, f: _OpenFile, j: int) -> None:
@@ -599,9 +621,9 @@ class _FileWriter:
             raise IntegrityError(f"{f.final.path}: its layers end at {f.layers[-1].size} bytes, the snapshot says "
                                  f"{f.size}", "the backup chain is damaged; restore from another backup")
         os.ftruncate(f.fd, f.size)   # the last window's pad goes; trailing holes still count
+        _set_meta(f.fd, f.final)     # by descriptor: whatever is at the path by now
         for fd in [f.fd, *f.spent_fds]:
             os.close(fd)
-        _set_meta(f.path, f.final)
         if f.layers:
             self._layered.release()
         with self._lock:
@@ -658,7 +680,7 @@ def _data_ranges(zeros: list[tuple[int, int]], length: int, padded: int) -> list
     return out
 
 
-def _set_meta(path: str, node: Node, symlink: bool = False) -> None:
+def _set_meta(path: str | int, node: Node, symlink: bool = False) -> None:
     try:
         if os.geteuid() == 0 and node.inode:
             os.chown(path, node.uid, node.gid, follow_symlinks=not symlink)

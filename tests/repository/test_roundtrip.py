@@ -186,6 +186,146 @@ def test_an_entry_that_cannot_be_created_fails_the_restore_with_its_error(fs_rep
     assert not any(t.name == "restore-create" for t in threading.enumerate())
 
 
+def _crafted_walk(monkeypatch, rewrite):
+    """Restores walk the snapshot's entries through ``rewrite(node) -> [nodes]``: a damaged tree."""
+    real = restore.walk_tree
+    monkeypatch.setattr(restore, "walk_tree", lambda r, tree: (m for n in real(r, tree) for m in rewrite(n)))
+
+
+def test_a_file_is_never_written_through_a_link_put_at_its_path_after_it_was_created(fs_repo_url, tmp_path,
+                                                                                    monkeypatch):
+    """A tree listing a path twice, a file then a link to a file outside, restored over a target:
+    the file is replaced by the link before the writer opens it, and the writer refuses the link."""
+    import dataclasses
+    import errno
+    import time
+
+    from backupctl.repository.tree import SYMLINK
+
+    src, victim = tmp_path / "src", tmp_path / "victim.txt"
+    src.mkdir()
+    (src / "x").write_bytes(b"written through the link")
+    victim.write_bytes(b"outside the target")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    _crafted_walk(monkeypatch, lambda n: [n, dataclasses.replace(n, type=SYMLINK, target=str(victim), chunks=[])]
+                  if n.path == "x" else [n])
+    add = restore._FileWriter.add
+    monkeypatch.setattr(restore._FileWriter, "add", lambda self, *a: (time.sleep(0.3), add(self, *a))[1])
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "old").write_bytes(b"")
+    with pytest.raises(OSError) as raised:
+        restore_snapshot(repo, snap, str(target), overwrite=True)
+    assert raised.value.errno == errno.ELOOP
+    assert victim.read_bytes() == b"outside the target"
+
+
+def test_entries_under_a_link_the_snapshot_made_are_refused(fs_repo_url, tmp_path, monkeypatch):
+    import dataclasses
+
+    from backupctl.errors import IntegrityError
+    from backupctl.repository.tree import SYMLINK
+
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    (src / "x").write_bytes(b"written through the link")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    _crafted_walk(monkeypatch, lambda n: [dataclasses.replace(n, path="d", type=SYMLINK, target=str(outside),
+                                                              chunks=[]), dataclasses.replace(n, path="d/x")]
+                  if n.path == "x" else [n])
+    with pytest.raises(IntegrityError, match="does not write through links"):
+        restore_snapshot(repo, snap, str(tmp_path / "out"))
+    assert os.listdir(outside) == []
+
+
+def test_a_link_in_an_overwritten_target_is_not_followed_to_a_directory_outside(fs_repo_url, tmp_path):
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    target, outside = tmp_path / "busy", tmp_path / "outside"
+    outside.mkdir()
+    target.mkdir()
+    os.symlink(outside, target / "many")                       # the snapshot has a directory there
+    with pytest.raises(UsageError, match="does not write through links"):
+        restore_snapshot(repo, snap, str(target), overwrite=True)
+    assert os.listdir(outside) == []
+
+
+def test_a_failed_restore_over_a_target_leaves_the_files_it_did_not_reach(fs_repo_url, tmp_path, monkeypatch):
+    """With --overwrite, files are replaced only a few entries ahead of the writing: a restore that
+    fails leaves the others either as they were or restored, not emptied."""
+    import time
+
+    from backupctl.errors import IntegrityError
+    from backupctl.repository.pack import pack_name
+    from backupctl.repository.tree import walk_tree
+
+    src = tmp_path / "src"
+    write_random(src / "a_first.bin", 300_000, seed=2)
+    for i in range(120):
+        (src / f"z{i:03}.txt").write_bytes(b"new %d" % i)
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    first = next(n for n in walk_tree(repo, snap.tree) if n.path == "a_first.bin")
+    entry = repo.index.lookup(bytes.fromhex(first.chunks[0]))
+    pack = os.path.join(fs_repo_url, pack_name(entry.pack))   # a byte of the first file's first chunk flipped
+    with open(pack, "r+b") as f:
+        f.seek(entry.offset + 10)
+        flipped = f.read(1)[0] ^ 1
+        f.seek(entry.offset + 10)
+        f.write(bytes([flipped]))
+    target = tmp_path / "busy"
+    target.mkdir()
+    for i in range(120):
+        (target / f"z{i:03}.txt").write_bytes(b"old %d" % i)
+    read_blob_into, add = Repository.read_blob_into, restore._FileWriter.add
+
+    def slow_read(self, found, *a):                             # the damage is found a while later ...
+        if found.id == entry.id:
+            time.sleep(0.5)
+        return read_blob_into(self, found, *a)
+
+    def slow_add(self, *a):                                     # ... and the writer takes files slowly:
+        time.sleep(0.02)                                        # the creating thread gets ahead, if it may
+        return add(self, *a)
+
+    monkeypatch.setattr(Repository, "read_blob_into", slow_read)
+    monkeypatch.setattr(restore._FileWriter, "add", slow_add)
+    with Repository.open(fs_repo_url, PASSWORD) as reader, pytest.raises(IntegrityError):
+        restore_snapshot(reader, snap, str(target), overwrite=True)
+    contents = [(target / f"z{i:03}.txt").read_bytes() for i in range(120)]
+    emptied = [i for i, c in enumerate(contents) if c not in (b"old %d" % i, b"new %d" % i)]
+    assert len(emptied) <= 30       # the few the creating thread may have ahead, and those being written
+
+
+def test_a_failed_restore_does_not_wait_for_a_walk_stuck_in_a_read(fs_repo_url, tmp_path, monkeypatch):
+    import time
+
+    src = make_tree(tmp_path / "src")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+
+    def stuck(n):
+        if n.path == "many":
+            time.sleep(20)                                      # a store that does not answer
+        return [n]
+
+    _crafted_walk(monkeypatch, stuck)
+
+    def refused(self, *a):
+        time.sleep(0.5)                                         # by then the walk is stuck
+        raise RuntimeError("the writer failed")
+
+    monkeypatch.setattr(restore._FileWriter, "add", refused)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the writer failed"):
+        restore_snapshot(repo, snap, str(tmp_path / "out"))
+    assert time.monotonic() - started < 10
+
+
 def test_a_window_buffer_places_bytes_and_other_buffers_alike():
     buf = restore._WindowBuffer()
     buf.place(10, b"0123456789", 2, 5)                  # bytes: copied by address, without the GIL
