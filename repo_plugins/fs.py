@@ -3,7 +3,6 @@ object is either absent or complete even if the machine dies mid-write."""
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import threading
@@ -16,6 +15,21 @@ from urllib.parse import unquote, urlsplit
 from backupctl.errors import StorageError
 
 
+class _OpenPack:
+    """A pack open for reading, closed when the last reference to it goes (the store's, or that of
+    a read still under way), not before."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, path: Path) -> None:
+        self.fd = -1                                  # __del__ runs even when the open fails
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
 class FileStore:
     OPEN_READERS = 64                     # packs kept open for get_range, the most recently read
 
@@ -23,7 +37,7 @@ class FileStore:
         self.url = url
         path = unquote(urlsplit(url).path) if url.startswith("file://") else url
         self.root = Path(path).expanduser().absolute()
-        self._readers: OrderedDict[str, io.FileIO] = OrderedDict()
+        self._readers: OrderedDict[str, _OpenPack] = OrderedDict()
         self._readers_lock = threading.Lock()
 
     def _path(self, name: str) -> Path:
@@ -54,9 +68,9 @@ class FileStore:
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         # The file is held here until the read returns: evicted meanwhile, it closes only after.
         reader = self._reader(name)
-        return os.pread(reader.fileno(), length, offset)
+        return os.pread(reader.fd, length, offset)
 
-    def _reader(self, name: str) -> io.FileIO:
+    def _reader(self, name: str) -> _OpenPack:
         """The object opened for reading, kept open between calls: a restore reads thousands of
         ranges from a few packs, and opening and closing the file around each read cost three
         system calls (and three waits for the GIL) for one. Ranges are read from packs only,
@@ -67,7 +81,7 @@ class FileStore:
             if f is not None:
                 self._readers.move_to_end(name)
                 return f
-        f = open(self._path(name), "rb", buffering=0)
+        f = _OpenPack(self._path(name))
         with self._readers_lock:
             self._readers[name] = f
             while len(self._readers) > self.OPEN_READERS:

@@ -43,6 +43,8 @@ def test_store_contract(store):
 
 
 def test_local_store_keeps_a_bounded_number_of_packs_open_and_releases_them(tmp_path, monkeypatch):
+    import warnings
+
     from repo_plugins import fs
 
     monkeypatch.setattr(fs.FileStore, "OPEN_READERS", 3)
@@ -50,12 +52,15 @@ def test_local_store_keeps_a_bounded_number_of_packs_open_and_releases_them(tmp_
     for i in range(8):
         store.put(f"data/{i:02x}/pack", bytes([i]) * 100)
     fds = set(os.listdir("/proc/self/fd"))
-    for _ in range(2):
-        for i in range(8):
-            assert store.get_range(f"data/{i:02x}/pack", 10 + i, 5) == bytes([i]) * 5
-    assert len(set(os.listdir("/proc/self/fd")) - fds) == 3          # the three read last
-    store.close()
-    assert set(os.listdir("/proc/self/fd")) <= fds
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            for i in range(8):
+                assert store.get_range(f"data/{i:02x}/pack", 10 + i, 5) == bytes([i]) * 5
+        assert len(set(os.listdir("/proc/self/fd")) - fds) == 3          # the three read last
+        store.close()
+        assert set(os.listdir("/proc/self/fd")) <= fds
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]   # closed on purpose, not leaked
 
 
 def test_local_store_range_reads_from_many_threads_while_packs_are_evicted(tmp_path, monkeypatch):
