@@ -3,6 +3,13 @@
 # a backup of a directory, a listing, a restore compared byte for byte, and a full check.
 # Usage: scripts/quickstart.sh [DIRECTORY_TO_BACK_UP]   (default: this project's source tree)
 set -euo pipefail
+# The directory to back up, as the caller named it (before the cd below), checked before anything
+# is installed or created.
+source_dir="$(realpath -m "${1:-$(dirname "$0")/..}")"
+if [ ! -d "$source_dir" ]; then
+    echo "error: $source_dir is not a directory; give the directory to back up (default: this source tree)" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e .
 # An editable install byte-compiles nothing, and with PYTHONDONTWRITEBYTECODE set no command would
@@ -18,7 +25,6 @@ if [ ! -s "$BACKUPCTL_PASSWORD_FILE" ]; then
     python3 -c 'import secrets; print(secrets.token_urlsafe(24))' > "$BACKUPCTL_PASSWORD_FILE"
     echo "generated a repository password in $BACKUPCTL_PASSWORD_FILE (keep a copy somewhere safe)"
 fi
-source_dir="$(realpath "${1:-.}")"
 restore_dir="$(mktemp -d "${TMPDIR:-/tmp}/backupctl-restore.XXXXXX")"
 trap 'rm -rf "$restore_dir"' EXIT
 
