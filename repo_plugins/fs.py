@@ -82,6 +82,8 @@ class FileStore:
                 self._readers.move_to_end(name)
                 return f
         f = _OpenPack(self._path(name))
+        if os.fstat(f.fd).st_nlink == 0:
+            return f                      # deleted since it was opened: this read, and no more
         with self._readers_lock:
             self._readers[name] = f
             while len(self._readers) > self.OPEN_READERS:

@@ -63,6 +63,27 @@ def test_local_store_keeps_a_bounded_number_of_packs_open_and_releases_them(tmp_
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]   # closed on purpose, not leaked
 
 
+def test_local_store_does_not_keep_a_pack_deleted_while_it_was_being_opened(tmp_path, monkeypatch):
+    """delete() drops the kept file; one opened just before the unlink and kept just after it
+    would otherwise serve the deleted pack from then on."""
+    from repo_plugins import fs
+
+    store = open_store(str(tmp_path / "store"))
+    store.put("data/aa/pack", b"0123456789")
+    opened = fs._OpenPack
+
+    def open_then_deleted(path):
+        pack = opened(path)
+        store.delete("data/aa/pack")                 # between the open and keeping it
+        return pack
+
+    monkeypatch.setattr(fs, "_OpenPack", open_then_deleted)
+    assert store.get_range("data/aa/pack", 2, 3) == b"234"   # the read that had it open
+    monkeypatch.setattr(fs, "_OpenPack", opened)
+    with pytest.raises(FileNotFoundError):
+        store.get_range("data/aa/pack", 2, 3)
+
+
 def test_local_store_range_reads_from_many_threads_while_packs_are_evicted(tmp_path, monkeypatch):
     """An evicted pack closes when no read holds it: never under a read, never reused by another pack."""
     import sys
