@@ -82,9 +82,9 @@ class FileStore:
                 self._readers.move_to_end(name)
                 return f
         f = _OpenPack(self._path(name))
-        if os.fstat(f.fd).st_nlink == 0:
-            return f                      # deleted since it was opened: this read, and no more
-        with self._readers_lock:
+        with self._readers_lock:          # delete() unlinks under it: checked and kept at one time
+            if os.fstat(f.fd).st_nlink == 0:
+                return f                  # deleted since it was opened: this read, and no more
             self._readers[name] = f
             while len(self._readers) > self.OPEN_READERS:
                 self._readers.popitem(last=False)
@@ -107,12 +107,12 @@ class FileStore:
                         continue
 
     def delete(self, name: str) -> None:
-        with self._readers_lock:
+        with self._readers_lock:          # no file opened meanwhile is kept (see _reader)
             self._readers.pop(name, None)  # its space is freed once no read holds it
-        try:
-            os.unlink(self._path(name))
-        except FileNotFoundError:
-            pass
+            try:
+                os.unlink(self._path(name))
+            except FileNotFoundError:
+                pass
 
     def exists(self, name: str) -> bool:
         return self._path(name).exists()

@@ -49,7 +49,7 @@ class RestoreSummary:
 
 def _safe_join(root: str, rel: str) -> str:
     path = os.path.normpath(os.path.join(root, rel))
-    if path != root and not path.startswith(root + os.sep):
+    if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
         raise IntegrityError(f"tree entry {rel!r} points outside the restore target", "the snapshot is damaged")
     return path
 
@@ -112,6 +112,8 @@ class _Creator:
     def _run(self) -> None:
         try:
             for node in self.nodes:
+                if self._stop.is_set():               # the restore ended: touch nothing more
+                    return
                 path = _safe_join(self.target, node.path)
                 self._create(path, node)
                 if not self._put((path, node)):
@@ -136,6 +138,9 @@ class _Creator:
             return
         if node.type not in (FILE, STREAM, SYMLINK) and node.encoding is None:
             return
+        if path == self.target:
+            raise IntegrityError(f"the snapshot has a {node.type} entry at the root of the tree (path {node.path!r})",
+                                 "the snapshot is damaged; restore from another one")
         self._make_dir(os.path.dirname(path))
         if not self.empty and os.path.lexists(path):   # an overwritten target's file, link or directory
             os.unlink(path)
@@ -153,7 +158,9 @@ class _Creator:
         self._make_dir(os.path.dirname(path))
         try:
             os.mkdir(path)
-        except FileExistsError:
+        except OSError:                               # EEXIST, or another error for one that exists (NFS)
+            if not os.path.lexists(path):
+                raise
             if os.path.islink(path) or not os.path.isdir(path):
                 if self.empty:                        # the snapshot put it there itself
                     raise IntegrityError(f"the snapshot has entries under {path}, which it restores as a link or "
@@ -236,7 +243,11 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
 
 def _decode(repo: Repository, decode: Decoder, node: Node, path: str) -> None:
     decode(node, path, (repo.read_blob(bytes.fromhex(c)) for c in node.chunks))
-    _set_meta(path, node)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # as the writer: never through a link put there since
+    try:
+        _set_meta(fd, node)
+    finally:
+        os.close(fd)
 
 
 # Files are assembled in memory and written in aligned windows of this many bytes: one write per

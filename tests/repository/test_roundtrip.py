@@ -301,16 +301,20 @@ def test_a_failed_restore_over_a_target_leaves_the_files_it_did_not_reach(fs_rep
     assert len(emptied) <= 30       # the few the creating thread may have ahead, and those being written
 
 
-def test_a_failed_restore_does_not_wait_for_a_walk_stuck_in_a_read(fs_repo_url, tmp_path, monkeypatch):
+def test_a_failed_restore_neither_waits_for_a_walk_stuck_in_a_read_nor_lets_it_go_on(fs_repo_url, tmp_path,
+                                                                                     monkeypatch):
+    """The restore returns without waiting for the walk; when the walk gets its answer later, it
+    touches nothing more in the (overwritten) target."""
     import time
 
     src = make_tree(tmp_path / "src")
     repo = Repository.init(fs_repo_url, PASSWORD)
     snap = backup_paths(repo, [str(src)])
+    answer = threading.Event()
 
     def stuck(n):
-        if n.path == "many":
-            time.sleep(20)                                      # a store that does not answer
+        if n.path == "text.csv":
+            answer.wait(20)                                     # a store that does not answer yet
         return [n]
 
     _crafted_walk(monkeypatch, stuck)
@@ -320,10 +324,90 @@ def test_a_failed_restore_does_not_wait_for_a_walk_stuck_in_a_read(fs_repo_url, 
         raise RuntimeError("the writer failed")
 
     monkeypatch.setattr(restore._FileWriter, "add", refused)
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "text.csv").write_bytes(b"the user's")
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="the writer failed"):
-        restore_snapshot(repo, snap, str(tmp_path / "out"))
+        restore_snapshot(repo, snap, str(target), overwrite=True)
     assert time.monotonic() - started < 10
+    answer.set()
+    for thread in threading.enumerate():
+        if thread.name == "restore-create":
+            thread.join(10)
+    assert (target / "text.csv").read_bytes() == b"the user's"
+
+
+def test_metadata_of_a_decoded_file_is_not_set_through_a_link_put_at_its_path(fs_repo_url, tmp_path, monkeypatch):
+    """The decoder path: a tree listing an encoded file, then a link to a file outside at the same
+    path; a decoder that wrote through its own descriptor; the mode is set only on that file."""
+    import dataclasses
+    import errno
+    import time
+
+    from backupctl.repository.tree import SYMLINK
+    from tests.repository.test_content_hook import hook
+
+    src, victim = tmp_path / "src", tmp_path / "victim.txt"
+    src.mkdir()
+    (src / "a.rel").write_bytes(b"relation data")
+    (src / "a.rel").chmod(0o777)
+    victim.write_bytes(b"outside the target")
+    victim.chmod(0o600)
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)], content_hook=hook)
+    _crafted_walk(monkeypatch, lambda n: [n, dataclasses.replace(n, type=SYMLINK, target=str(victim), chunks=[],
+                                                                  encoding=None)] if n.path == "a.rel" else [n])
+    opened, unlink = threading.Event(), os.unlink
+
+    def later(path, *a, **k):                                   # the link comes once the decoder has the file
+        if str(path).endswith("a.rel"):
+            opened.wait(10)
+        return unlink(path, *a, **k)
+
+    monkeypatch.setattr(os, "unlink", later)
+
+    def decode(node, path, blobs):
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        opened.set()
+        try:
+            os.write(fd, b"".join(blobs)[::-1])
+            for _ in range(500):                                # until the link is put at the path
+                if os.path.islink(path):
+                    break
+                time.sleep(0.01)
+        finally:
+            os.close(fd)
+
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "old").write_bytes(b"")
+    with pytest.raises(OSError) as raised:
+        restore_snapshot(repo, snap, str(target), overwrite=True, decode=decode)
+    assert raised.value.errno == errno.ELOOP
+    assert victim.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_file_entry_at_the_root_of_the_tree_is_refused(fs_repo_url, tmp_path, monkeypatch):
+    import dataclasses
+
+    from backupctl.errors import IntegrityError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x").write_bytes(b"x")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+    _crafted_walk(monkeypatch, lambda n: [dataclasses.replace(n, path="")] if n.path == "x" else [n])
+    with pytest.raises(IntegrityError, match="root of the tree"):
+        restore_snapshot(repo, snap, str(tmp_path / "out"))
+
+
+def test_paths_join_under_the_file_system_root_as_under_any_target():
+    assert restore._safe_join("/", "srv/data") == "/srv/data"
+    assert restore._safe_join("/restore", "a/../b") == "/restore/b"
+    with pytest.raises(Exception, match="outside the restore target"):
+        restore._safe_join("/restore", "../etc/passwd")
 
 
 def test_a_window_buffer_places_bytes_and_other_buffers_alike():
