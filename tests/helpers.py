@@ -20,6 +20,19 @@ def write_random(path: Path, size: int, seed: int) -> None:
             left -= n
 
 
+def back_up_files(repo_url: str, src: Path, files: dict[str, bytes], **backup_args):
+    """A new repository at ``repo_url`` and its snapshot of ``files``, written under ``src`` first."""
+    from backupctl.repository import Repository
+    from backupctl.repository.backup import backup_paths
+    from tests.conftest import PASSWORD
+
+    src.mkdir(parents=True)
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    repo = Repository.init(repo_url, PASSWORD)
+    return repo, backup_paths(repo, [str(src)], **backup_args)
+
+
 def make_tree(root: Path, seed: int = 1) -> Path:
     """Empty files, large files, many small files, binary and text, sparse, odd names, symlinks."""
     rnd = random.Random(seed)

@@ -16,6 +16,7 @@ from backupctl.repository.backup import backup_paths
 from backupctl.repository.restore import restore_snapshot
 from backupctl.repository.tree import walk_tree
 from tests.conftest import PASSWORD
+from tests.helpers import back_up_files
 
 
 class Reversed(io.BytesIO):
@@ -35,11 +36,8 @@ def hook(node, abspath, old):
 
 def test_encoded_entries_round_trip_through_the_engine_decoder(fs_repo_url, tmp_path):
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.rel").write_bytes(b"relation data " * 100_000)
-    (src / "b.txt").write_bytes(b"plain")
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)], content_hook=hook)
+    repo, snap = back_up_files(fs_repo_url, src, {"a.rel": b"relation data " * 100_000, "b.txt": b"plain"},
+                               content_hook=hook)
     nodes = {n.path: n for n in walk_tree(repo, snap.tree)}
     assert nodes["a.rel"].encoding == "reversed-v1" and nodes["a.rel"].logical_size == 1_400_000
     assert nodes["b.txt"].encoding is None

@@ -14,7 +14,7 @@ from backupctl.repository import Repository
 from backupctl.repository.backup import backup_paths
 from backupctl.repository.restore import restore_snapshot
 from tests.conftest import PASSWORD
-from tests.helpers import tree_digest
+from tests.helpers import back_up_files, tree_digest
 
 MARKER = b"PLAINTEXT-MARKER-4f1d9"
 
@@ -50,10 +50,7 @@ def test_wrong_password_on_the_command_line_is_one_line_and_exit_3(fs_repo_url, 
 
 def test_key_add_passwd_remove(fs_repo_url, tmp_path, monkeypatch):
     src = tmp_path / "src"
-    src.mkdir()
-    (src / "f").write_bytes(b"data")
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)])
+    repo, snap = back_up_files(fs_repo_url, src, {"f": b"data"})
     runner = CliRunner()
     base = ["--repo", fs_repo_url]
 

@@ -13,7 +13,7 @@ from backupctl.repository import Repository, restore
 from backupctl.repository.backup import backup_paths, backup_stream
 from backupctl.repository.restore import restore_snapshot, restore_stream
 from tests.conftest import PASSWORD
-from tests.helpers import make_tree, tree_digest, write_random
+from tests.helpers import back_up_files, make_tree, tree_digest, write_random
 
 
 def test_tree_restores_byte_for_byte_with_modes_links_and_odd_names(repo_url, tmp_path):
@@ -202,12 +202,9 @@ def test_a_file_is_never_written_through_a_link_put_at_its_path_after_it_was_cre
 
     from backupctl.repository.tree import SYMLINK
 
-    src, victim = tmp_path / "src", tmp_path / "victim.txt"
-    src.mkdir()
-    (src / "x").write_bytes(b"written through the link")
+    victim = tmp_path / "victim.txt"
     victim.write_bytes(b"outside the target")
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)])
+    repo, snap = back_up_files(fs_repo_url, tmp_path / "src", {"x": b"written through the link"})
     _crafted_walk(monkeypatch, lambda n: [n, dataclasses.replace(n, type=SYMLINK, target=str(victim), chunks=[])]
                   if n.path == "x" else [n])
     add = restore._FileWriter.add
@@ -227,12 +224,9 @@ def test_entries_under_a_link_the_snapshot_made_are_refused(fs_repo_url, tmp_pat
     from backupctl.errors import IntegrityError
     from backupctl.repository.tree import SYMLINK
 
-    src, outside = tmp_path / "src", tmp_path / "outside"
-    src.mkdir()
+    outside = tmp_path / "outside"
     outside.mkdir()
-    (src / "x").write_bytes(b"written through the link")
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)])
+    repo, snap = back_up_files(fs_repo_url, tmp_path / "src", {"x": b"written through the link"})
     _crafted_walk(monkeypatch, lambda n: [dataclasses.replace(n, path="d", type=SYMLINK, target=str(outside),
                                                               chunks=[]), dataclasses.replace(n, path="d/x")]
                   if n.path == "x" else [n])
@@ -393,11 +387,7 @@ def test_a_file_entry_at_the_root_of_the_tree_is_refused(fs_repo_url, tmp_path, 
 
     from backupctl.errors import IntegrityError
 
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "x").write_bytes(b"x")
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)])
+    repo, snap = back_up_files(fs_repo_url, tmp_path / "src", {"x": b"x"})
     _crafted_walk(monkeypatch, lambda n: [dataclasses.replace(n, path="")] if n.path == "x" else [n])
     with pytest.raises(IntegrityError, match="root of the tree"):
         restore_snapshot(repo, snap, str(tmp_path / "out"))
