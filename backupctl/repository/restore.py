@@ -459,7 +459,7 @@ class _FileWriter:
             self._feeding.release()
 
     def _open_file(self, path: str, node: Node, layers: list[Node]) -> _OpenFile:
-        """The file created empty, with its layers' patches ready to read (nothing is read yet)."""
+        """The file opened, with its layers' patches ready to read (nothing is read yet)."""
         final = layers[-1] if layers else node
         size = final.logical_size if layers else node.size
         # a layer's pages past a later layer's size were truncated away by then (the format stores
@@ -498,13 +498,12 @@ class _FileWriter:
 
     def _open(self, path: str, size: int) -> tuple[int, bool]:
         """The file (created empty by the _Creator), and whether it was opened with O_DIRECT."""
-        flags = _WRITE
         if _DIRECT and size >= DIRECT_MIN:
             try:
-                return os.open(path, flags | os.O_DIRECT, 0o600), True
+                return os.open(path, _WRITE | os.O_DIRECT), True
             except OSError:                               # a file system without O_DIRECT (tmpfs)
                 pass
-        return os.open(path, flags, 0o600), False
+        return os.open(path, _WRITE), False
 
     def _pwrite(self, f: _OpenFile, view: memoryview, offset: int) -> int:
         try:
