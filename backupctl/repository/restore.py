@@ -4,7 +4,7 @@ Every blob is verified against its keyed id on the way out, so a restore either 
 exactly the bytes that were backed up or stops with an IntegrityError. Blobs are fetched
 ahead on a thread pool across file boundaries, so many small files restore as fast as a
 few large ones. Files are assembled in aligned windows and each window written once, large
-files with O_DIRECT (no copy into the page cache, on disk at the end); an incremental
+files with O_DIRECT (no copy into the page cache), and the target synced at the end; an incremental
 chain's changes are laid over each window in memory, so no byte is written twice. All-zero
 chunks become holes: sparse files stay sparse. Directories, files and links are created by
 one thread of their own, ahead of the writing.
@@ -18,6 +18,7 @@ import itertools
 import mmap
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -81,8 +82,9 @@ class _Creator:
     # than the writer is about to fill, so that a failed restore leaves the rest as they were.
     AHEAD_OVER_FILES = 8
 
-    def __init__(self, target: str, empty: bool, nodes: Iterable[Node]) -> None:
+    def __init__(self, target: str, empty: bool, nodes: Iterable[Node], renamed: dict[str, str] | None = None) -> None:
         self.target, self.empty, self.nodes = target, empty, nodes
+        self.renamed = renamed or {}
         self.made = {target}                          # directories known to exist: no stat per file
         self._queue: queue.Queue = queue.Queue(self.AHEAD if empty else self.AHEAD_OVER_FILES)
         self._stop = threading.Event()
@@ -114,7 +116,7 @@ class _Creator:
             for node in self.nodes:
                 if self._stop.is_set():               # the restore ended: touch nothing more
                     return
-                path = _safe_join(self.target, node.path)
+                path = _safe_join(self.target, self.renamed.get(node.path, node.path))
                 self._create(path, node)
                 if not self._put((path, node)):
                     return
@@ -193,12 +195,15 @@ Patches = Callable[[Node, Iterator[bytes]], Generator[list[tuple[int, memoryview
 def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, include: list[str] | None = None,
                      overwrite: bool = False, progress: Progress | None = None,
                      decode: Decoder | None = None, layers: Layers | None = None,
-                     patches: Patches | None = None) -> RestoreSummary:
+                     patches: Patches | None = None, renamed: dict[str, str] | None = None,
+                     sync: bool = True) -> RestoreSummary:
     """Restore a snapshot's tree into ``target``. Entries an engine stored in its own encoding are
     handed to ``decode`` (the engine's); without one, such a snapshot is refused. With ``layers``
     and ``patches``, such an entry is assembled from its base (decoded in parallel, as any file)
     and every layer's patches laid over it in memory, so a chain of backups restores in one pass
-    over the newest tree and each byte is written once."""
+    over the newest tree and each byte is written once. Entries in ``renamed`` (snapshot path ->
+    path in the target) are written under another name. With ``sync`` (the default), the target is
+    durable on return (``sync_target``); a caller with more to write syncs it itself."""
     progress = progress or Progress()
     progress.add_total(int(snapshot.summary.get("bytes_total", 0)), int(snapshot.summary.get("files_new", 0)))
     progress.total_complete()
@@ -214,7 +219,7 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
             # keep the tree's order (a stable sort).
             node_iter = sorted(node_iter, key=lambda n: -n.logical_size if n.encoding is not None else 1)
         dirs: list[tuple[str, Node]] = []
-        with _FileWriter(repo, progress, patches) as writer, _Creator(target, empty, node_iter) as created:
+        with _FileWriter(repo, progress, patches) as writer, _Creator(target, empty, node_iter, renamed) as created:
             for path, node in created:
                 if node.type == DIR:
                     dirs.append((path, node))
@@ -235,6 +240,8 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
         summary.files, summary.bytes, summary.dirs = writer.files, writer.bytes, len(dirs)
         for path, node in reversed(dirs):  # children first: setting a parent's mtime last keeps it
             _set_meta(path, node)
+        if sync:
+            sync_target(target)
     if include and not summary.files and not summary.dirs:
         raise NotFoundError(f"nothing in snapshot {snapshot.short_id} matches {include}", "see 'backupctl snapshot show'")
     summary.duration = time.monotonic() - started
@@ -255,8 +262,9 @@ def _decode(repo: Repository, decode: Decoder, node: Node, path: str) -> None:
 WINDOW = 4 * 1024 * 1024
 _ALIGN = 4096                     # O_DIRECT's unit for offsets, lengths and buffer addresses
 # Files of at least this size bypass the page cache (O_DIRECT): copying into the page cache costs
-# as much CPU as decompressing, and the restored files are on disk when the restore ends (as with
-# pgBackRest, which syncs each file). Smaller files are not worth a synchronous write each.
+# as much CPU as decompressing (system time over 1.6 GB, 2 vCPUs: 4.4-5.4 s buffered, 2.2 s direct),
+# and the bytes would be written back anyway by the sync at the end (sync_target). Smaller files
+# are not worth a synchronous write each.
 # BACKUPCTL_RESTORE_DIRECT=0 turns it off (a file system where O_DIRECT is slow).
 DIRECT_MIN = WINDOW
 # A file is opened again after the _Creator made it: never through a link put at its path since.
@@ -688,6 +696,37 @@ def _data_ranges(zeros: list[tuple[int, int]], length: int, padded: int) -> list
     if pos < padded:
         out.append((pos, padded))
     return out
+
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def sync_target(target: str) -> None:
+    """Make what a restore wrote to ``target`` durable: a restore that reports success survives a
+    crash right after, as pgBackRest's, which fsyncs each file. On Linux, one syncfs() of the file
+    system holding it (as PostgreSQL's recovery_init_sync_method=syncfs): O_DIRECT writes can sit
+    in a disk's volatile cache and the files' metadata in the page cache, and one flush at the end
+    costs less than one per file (measured: 0.7-1.0 s less over 980 files on a virtual disk).
+    Elsewhere, every file and directory is fsynced."""
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc is not None:
+            if _libc.syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs of the restore target failed: {os.strerror(err)}", target)
+            return
+    finally:
+        os.close(fd)
+    for dirpath, _, files in os.walk(target):
+        for name in [*files, "."]:
+            path = os.path.join(dirpath, name)
+            if name != "." and os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _set_meta(path: str | int, node: Node, symlink: bool = False) -> None:

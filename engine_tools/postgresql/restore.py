@@ -25,7 +25,7 @@ from typing import Any
 from backupctl.catalog.manifest import K_CLUSTER, K_ORG, K_POSITIONS
 from backupctl.errors import BackupctlError, IntegrityError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
-from backupctl.repository.restore import restore_snapshot, restore_stream
+from backupctl.repository.restore import restore_snapshot, restore_stream, sync_target
 from backupctl.repository.tree import Node, walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
 from engine_tools.postgresql import delta, server
@@ -40,10 +40,15 @@ REPLAY_TIMEOUT = float(os.environ.get("BACKUPCTL_PG_REPLAY_TIMEOUT", "3600"))
 PREFETCH_MB = int(os.environ.get("BACKUPCTL_RESTORE_PREFETCH_MB", "2048"))
 SPOOL_LISTING = "archive-listing"
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
+# pg_control is restored under another name and put in place last, once everything else is durable:
+# PostgreSQL will not start on a directory without it, so a restore that fails or is killed halfway
+# cannot be started by mistake (pgBackRest and pg_probackup do the same).
+CONTROL_FILE = "global/pg_control"
+PENDING_CONTROL_FILE = "global/pg_control.backupctl-restore"
 
 
 def restore_chain(repo: Repository, chain: list[Snapshot], target: str, *, overwrite: bool = False,
-                  progress=None):
+                  progress=None, **restore_args):
     """The newest data snapshot of a chain (full first) in one pass: each relation file the chain
     changed is written from its last whole copy, then each incremental's pages on top, oldest first."""
     older = [{n.path: n for n in walk_tree(repo, snap.tree)} for snap in chain[:-1]]
@@ -62,7 +67,7 @@ def restore_chain(repo: Repository, chain: list[Snapshot], target: str, *, overw
                              "the backup chain is damaged; restore from another backup")
 
     return restore_snapshot(repo, chain[-1], target, overwrite=overwrite, progress=progress, layers=layers,
-                            patches=delta.patches)
+                            patches=delta.patches, **restore_args)
 
 
 @dataclass
@@ -103,6 +108,8 @@ class RestorePlan:
                 p = os.path.join(target, name)
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
         summary = self._restore_chain(target, force)
+        if not os.path.isfile(os.path.join(target, PENDING_CONTROL_FILE)):
+            raise IntegrityError(f"the backup has no {CONTROL_FILE}", "the backup is damaged; restore from another backup")
         with open(os.path.join(target, "backup_label"), "wb") as f:
             restore_stream(self.repo, self.label, f, name="backup_label")
         space_map = (self.label.metadata.get(ENGINE_KEY) or {}).get("tablespace_map") or ""
@@ -119,19 +126,28 @@ class RestorePlan:
                 if name == "pg_internal.init" or name.startswith("pgsql_tmp"):
                     os.unlink(os.path.join(dirpath, name))
         self._own(target)
+        self._put_control_file_in_place(target)
         return {"bytes": summary.bytes, "files": summary.files, "target_dir": target}
 
     def _restore_chain(self, target: str, force: bool):
         info = self.label.metadata.get(ENGINE_KEY) or {}
         chain = [self.repo.find_snapshot(i) for i in (info.get("chain") or [self.data.id])]
-        return restore_chain(self.repo, chain, target, overwrite=force, progress=self.request.progress)
+        return restore_chain(self.repo, chain, target, overwrite=force, progress=self.request.progress,
+                             renamed={CONTROL_FILE: PENDING_CONTROL_FILE}, sync=False)
+
+    @staticmethod
+    def _put_control_file_in_place(target: str) -> None:
+        """Everything durable first, then pg_control under its own name, durable too."""
+        sync_target(target)
+        os.rename(os.path.join(target, PENDING_CONTROL_FILE), os.path.join(target, CONTROL_FILE))
+        sync_target(target)
 
     def _own(self, target: str) -> None:
         """The target as PostgreSQL wants it: mode 0700, everything owned by the data files' owner."""
         os.chmod(target, 0o700)
         if os.geteuid() != 0:
             return
-        st = os.stat(os.path.join(target, "global", "pg_control"))
+        st = os.stat(os.path.join(target, PENDING_CONTROL_FILE))
         for dirpath, dirs, files in os.walk(target):
             for name in [*dirs, *files]:
                 os.lchown(os.path.join(dirpath, name), st.st_uid, st.st_gid)

@@ -107,6 +107,7 @@ def test_restore_to_latest_has_every_archived_row(world):
     assert not os.path.exists(fetched["details"]["spool"])          # ...and the spool is gone afterwards
     assert all(s["seconds"] >= 0 for s in data["stages"]) and data["rto_seconds"] > 0
     assert rows_of_restored(world, target, port) == world["all"]
+    assert not (target / "global" / "pg_control.backupctl-restore").exists()      # put in place at the end
 
 
 def test_restore_to_a_time_has_exactly_the_rows_committed_before_it(world):
@@ -154,6 +155,38 @@ def test_restore_never_writes_over_a_non_empty_directory(world):
                                   str(target), user="root", check=False)
     assert proc.returncode == 2 and "not empty" in proc.stderr and "--force" in proc.stderr
     assert (target / "keep").read_text() == "x"
+
+
+@pytest.mark.parametrize("fail_in", ["data files", "backup_label"])
+def test_a_restore_that_fails_halfway_leaves_no_pg_control_so_nothing_can_start_on_it(world, monkeypatch, fail_in):
+    """PostgreSQL refuses a directory without global/pg_control: a restore puts it in place last."""
+    from backupctl.catalog.db import session_scope
+    from backupctl.errors import IntegrityError
+    from backupctl.repository.restore import _FileWriter
+    from backupctl.services import restores
+    from engine_tools.postgresql import restore as pg_restore
+
+    for k, v in world["env"].env.items():
+        monkeypatch.setenv(k, v)
+    if fail_in == "data files":                      # past global/ in the tree's order
+        real_add = _FileWriter.add
+
+        def failing(self, path, node, layers=None):
+            if node.path.startswith("pg_xact/"):
+                raise IntegrityError("injected failure", "none")
+            return real_add(self, path, node, layers)
+        monkeypatch.setattr(_FileWriter, "add", failing)
+    else:
+        def failing(*args, **kwargs):
+            raise IntegrityError("injected failure", "none")
+        monkeypatch.setattr(pg_restore, "restore_stream", failing)
+    target = world["env"].root / f"failed-in-{fail_in.replace(' ', '-')}"
+    with pytest.raises(IntegrityError, match="injected failure"), session_scope() as s:
+        restores.create_restore(s, backup=world["backup"]["name"], target_dir=str(target))
+    assert any(p.is_file() and p.stat().st_size for p in target.rglob("*"))   # it got going
+    assert not (target / "global" / "pg_control").exists()
+    if fail_in == "backup_label":                                                # all there but not in place
+        assert (target / "global" / "pg_control.backupctl-restore").stat().st_size == 8192
 
 
 def test_wal_status_reports_the_archived_range_and_the_lag(world):
