@@ -51,7 +51,8 @@ import time
 from pathlib import Path
 
 import measure  # noqa: E402
-from measure import backupctl_executable, du_sb, free_port, log, run_measured, wait_idle, warm  # noqa: E402
+from measure import (backupctl_executable, disk_write_floor, du_sb, free_port, log, run_measured,  # noqa: E402
+                     wait_idle, warm)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 BACKUPCTL = backupctl_executable()
@@ -406,6 +407,16 @@ def wait_promoted(w: World, port: int, datadir: Path, timeout: float = 1800) -> 
     raise RuntimeError(f"recovery did not end within {timeout:.0f} s")
 
 
+def measured_disk_floor(w: World, res: dict) -> dict:
+    """The disk's own time for the restores' bytes, before and after them (a virtual disk drifts)."""
+    os.sync()
+    wait_idle()
+    floor = disk_write_floor(w.root, res["source"]["data_dir_bytes"] - res["source"].get("pg_wal_bytes", 0))
+    log(f"disk floor: {floor['bytes'] / MB:.0f} MB written in {floor['write_s']:.2f} s, durable after "
+        f"{floor['wall_s']:.2f} s")
+    return floor
+
+
 def restore_step(w: World, tool: str, backup_name: str | None, expected_rows: int) -> dict:
     target = w.root / f"restore-{tool}"
     target.mkdir(mode=0o700)
@@ -555,6 +566,13 @@ def render(res: dict) -> str:
         what = res.get("restored_backup", {}).get(t, "")
         out.append(f"restore verification {t} ({what}): " + ("not run" if not e else
                    ("OK, " if e.get("verified") else "FAILED, ") + e.get("verify_note", e.get("stderr", ""))[:300]))
+    floors = res.get("disk_floor") or []
+    if floors:
+        walls = {t: (s["restore"].get(t) or {}).get("wall_s") for t in ("backupctl", "pgbackrest")}
+        out.append("disk floor (the restores' bytes in 4 MiB O_DIRECT writes + one fsync, no tool): " + ", ".join(
+            f"{f['wall_s']:.2f} s ({f['bytes'] / f['wall_s'] / MB:.0f} MB/s)" for f in floors)
+            + " before/after the restores; restore time / floor: " + ", ".join(
+            f"{t} {walls[t] / min(f['wall_s'] for f in floors):.2f}" for t in walls if walls[t]))
     out.append("CPU s (user+sys of the tool / server processes): " + "; ".join(
         f"{step} {t} {_f(e['user_s'] + e['sys_s'], '.1f')}/{_f(e['server_cpu_s'], '.1f')}"
         for step in ("full", "incremental", "restore") for t, e in s[step].items() if e and "user_s" in e))
@@ -583,7 +601,9 @@ MB/s = data directory bytes (without pg_wal) / wall time. MB = 10^6 bytes. RSS =
 CPU server = CPU of the source server (postmaster and its children: checkpointer, walsender, archiver + archive_command).
 WARNING lines name steps during which other processes used > 0.25 CPU per second of wall time.
 Warm page cache: the data directory (backups) or the repository (restores) was read once before each timed step.
-Restores: one untimed warm-up restore, then each tool twice in A B B A order; the mean is shown."""
+Restores: one untimed warm-up restore, then each tool twice in A B B A order; the mean is shown. Both tools'
+  restores are durable when they end (pgBackRest fsyncs each file, backupctl syncs the file system once); the disk
+  floor is what the disk alone takes to make the same bytes durable, measured before and after the restores."""
 
 
 def main(argv=None) -> int:
@@ -681,6 +701,7 @@ def main(argv=None) -> int:
         # An untimed restore first: whoever fills the page cache first after the backups pays for
         # reclaiming it, whichever tool that is.
         restore_step(w, "pgbackrest", bc_latest, expected)
+        res["disk_floor"] = [measured_disk_floor(w, res)]
         for tool in ("backupctl", "pgbackrest", "pgbackrest", "backupctl"):
             if tool == "backupctl" and bc_latest is None:
                 if tool not in walls:
@@ -697,6 +718,7 @@ def main(argv=None) -> int:
                                        f"{e.get('stderr', '')[-2000:]}")
             elif not e.get("verified"):
                 res["failures"].append(f"restore {tool}: RESTORE VERIFICATION FAILED: {e.get('verify_note')}")
+        res["disk_floor"].append(measured_disk_floor(w, res))
     except Exception as exc:  # noqa: BLE001 -- report what ran so far
         res["failures"].append(f"aborted: {type(exc).__name__}: {exc}")
         log(f"ABORTED: {exc}")

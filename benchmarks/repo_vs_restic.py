@@ -402,7 +402,10 @@ class Restic(Tool):
         return r
 
     def restore(self, target: Path):
-        return self._run("restore", [RESTIC, "restore", "latest", "--target", str(target)])
+        # restic does not sync what it restored; backupctl syncs its target before it reports success:
+        # `sync -f` in the same timed step makes both end durable
+        return self._run("restore", ["sh", "-c", '"$1" restore latest --target "$2" && sync -f "$2"', "sh",
+                                     RESTIC, str(target)])
 
     def stats(self):
         return {}
@@ -600,7 +603,8 @@ MB = 10^6 bytes; MB/s = logical bytes of the whole source tree / wall time (step
 RSS = peak resident set size of that one tool process (ru_maxrss via wait4).
 WARNING lines name steps during which other processes used > 0.25 CPU per second of wall time.
 Warm page cache: the source (backups) or the repository (restore) was read once before each timed step, for both tools.
-Restores: one untimed warm-up restore, then each tool twice in A B B A order; the mean is shown."""
+Restores: one untimed warm-up restore, then each tool twice in A B B A order; the mean is shown. Both end durable:
+  backupctl syncs its target before it reports success; restic does not, so its step runs `sync -f TARGET` after it."""
 
 
 def main(argv=None) -> int:
