@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from backupctl.durable import fsync_dir
 from backupctl.errors import StorageError
 
 
@@ -59,7 +60,7 @@ class FileStore:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def get(self, name: str) -> bytes:
         with open(self._path(name), "rb") as f:
@@ -144,11 +145,3 @@ class FileStore:
         except OSError as exc:
             raise StorageError(f"cannot create repository directory {self.root}: {exc.strerror}",
                                "check the path and its permissions") from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

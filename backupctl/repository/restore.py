@@ -18,7 +18,6 @@ import itertools
 import mmap
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -26,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from backupctl.durable import sync_tree
 from backupctl.errors import IntegrityError, NotFoundError, UsageError
 from backupctl.progress import Progress
 from backupctl.repository.repo import Repository
@@ -203,7 +203,7 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
     and every layer's patches laid over it in memory, so a chain of backups restores in one pass
     over the newest tree and each byte is written once. Entries in ``renamed`` (snapshot path ->
     path in the target) are written under another name. With ``sync`` (the default), the target is
-    durable on return (``sync_target``); a caller with more to write syncs it itself."""
+    durable on return (``backupctl.durable``); a caller with more to write syncs it itself."""
     progress = progress or Progress()
     progress.add_total(int(snapshot.summary.get("bytes_total", 0)), int(snapshot.summary.get("files_new", 0)))
     progress.total_complete()
@@ -241,7 +241,7 @@ def restore_snapshot(repo: Repository, snapshot: Snapshot, target: str, *, inclu
         for path, node in reversed(dirs):  # children first: setting a parent's mtime last keeps it
             _set_meta(path, node)
         if sync:
-            sync_target(target)
+            sync_tree(target)
     if include and not summary.files and not summary.dirs:
         raise NotFoundError(f"nothing in snapshot {snapshot.short_id} matches {include}", "see 'backupctl snapshot show'")
     summary.duration = time.monotonic() - started
@@ -263,7 +263,7 @@ WINDOW = 4 * 1024 * 1024
 _ALIGN = 4096                     # O_DIRECT's unit for offsets, lengths and buffer addresses
 # Files of at least this size bypass the page cache (O_DIRECT): copying into the page cache costs
 # as much CPU as decompressing (system time over 1.6 GB, 2 vCPUs: 4.4-5.4 s buffered, 2.2 s direct),
-# and the bytes would be written back anyway by the sync at the end (sync_target). Smaller files
+# and the bytes would be written back anyway by the sync at the end (sync_tree). Smaller files
 # are not worth a synchronous write each.
 # BACKUPCTL_RESTORE_DIRECT=0 turns it off (a file system where O_DIRECT is slow).
 DIRECT_MIN = WINDOW
@@ -696,37 +696,6 @@ def _data_ranges(zeros: list[tuple[int, int]], length: int, padded: int) -> list
     if pos < padded:
         out.append((pos, padded))
     return out
-
-
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def sync_target(target: str) -> None:
-    """Make what a restore wrote to ``target`` durable: a restore that reports success survives a
-    crash right after, as pgBackRest's, which fsyncs each file. On Linux, one syncfs() of the file
-    system holding it (as PostgreSQL's recovery_init_sync_method=syncfs): O_DIRECT writes can sit
-    in a disk's volatile cache and the files' metadata in the page cache, and one flush at the end
-    costs less than one per file (measured: 0.7-1.0 s less over 980 files on a virtual disk).
-    Elsewhere, every file and directory is fsynced."""
-    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _libc is not None:
-            if _libc.syncfs(fd) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"syncfs of the restore target failed: {os.strerror(err)}", target)
-            return
-    finally:
-        os.close(fd)
-    for dirpath, _, files in os.walk(target):
-        for name in [*files, "."]:
-            path = os.path.join(dirpath, name)
-            if name != "." and os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 def _set_meta(path: str | int, node: Node, symlink: bool = False) -> None:

@@ -23,9 +23,10 @@ from datetime import timezone
 from typing import Any
 
 from backupctl.catalog.manifest import K_CLUSTER, K_ORG, K_POSITIONS
+from backupctl.durable import fsync_dir, sync_tree
 from backupctl.errors import BackupctlError, IntegrityError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
-from backupctl.repository.restore import restore_snapshot, restore_stream, sync_target
+from backupctl.repository.restore import restore_snapshot, restore_stream
 from backupctl.repository.tree import Node, walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
 from engine_tools.postgresql import delta, server
@@ -40,9 +41,9 @@ REPLAY_TIMEOUT = float(os.environ.get("BACKUPCTL_PG_REPLAY_TIMEOUT", "3600"))
 PREFETCH_MB = int(os.environ.get("BACKUPCTL_RESTORE_PREFETCH_MB", "2048"))
 SPOOL_LISTING = "archive-listing"
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
-# pg_control is restored under another name and put in place last, once everything else is durable:
-# PostgreSQL will not start on a directory without it, so a restore that fails or is killed halfway
-# cannot be started by mistake (pgBackRest and pg_probackup do the same).
+# pg_control is restored under another name and put in place last, once the data and the recovery
+# settings are durable: PostgreSQL will not start on a directory without it, so a restore that fails
+# or is killed halfway cannot be started by mistake (pgBackRest and pg_probackup do the same).
 CONTROL_FILE = "global/pg_control"
 PENDING_CONTROL_FILE = "global/pg_control.backupctl-restore"
 
@@ -104,6 +105,10 @@ class RestorePlan:
                                  "choose a new or empty directory, or pass --force to replace its contents")
             if os.path.exists(os.path.join(target, "postmaster.pid")) and server.is_running(self.bindir, target):
                 raise UsageError(f"a PostgreSQL server is running on {target}", "stop it before restoring over it")
+            # pg_control goes first: a restore stopped while deleting the rest leaves nothing startable
+            if os.path.lexists(os.path.join(target, CONTROL_FILE)):
+                os.unlink(os.path.join(target, CONTROL_FILE))
+                fsync_dir(os.path.join(target, os.path.dirname(CONTROL_FILE)))
             for name in os.listdir(target):
                 p = os.path.join(target, name)
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
@@ -126,7 +131,6 @@ class RestorePlan:
                 if name == "pg_internal.init" or name.startswith("pgsql_tmp"):
                     os.unlink(os.path.join(dirpath, name))
         self._own(target)
-        self._put_control_file_in_place(target)
         return {"bytes": summary.bytes, "files": summary.files, "target_dir": target}
 
     def _restore_chain(self, target: str, force: bool):
@@ -134,13 +138,6 @@ class RestorePlan:
         chain = [self.repo.find_snapshot(i) for i in (info.get("chain") or [self.data.id])]
         return restore_chain(self.repo, chain, target, overwrite=force, progress=self.request.progress,
                              renamed={CONTROL_FILE: PENDING_CONTROL_FILE}, sync=False)
-
-    @staticmethod
-    def _put_control_file_in_place(target: str) -> None:
-        """Everything durable first, then pg_control under its own name, durable too."""
-        sync_target(target)
-        os.rename(os.path.join(target, PENDING_CONTROL_FILE), os.path.join(target, CONTROL_FILE))
-        sync_target(target)
 
     def _own(self, target: str) -> None:
         """The target as PostgreSQL wants it: mode 0700, everything owned by the data files' owner."""
@@ -155,7 +152,8 @@ class RestorePlan:
 
     # -- stage 2 -----------------------------------------------------------------------------
     def configure_recovery(self, with_target: bool = True) -> dict[str, Any]:
-        """Write the recovery settings into postgresql.auto.conf and create recovery.signal."""
+        """Write the recovery settings into postgresql.auto.conf and create recovery.signal; then,
+        with everything durable, put pg_control in place: from here on the directory can be started."""
         ctx = self.request.log_context
         if ctx is None:
             raise BackupctlError("no WAL archive was given to this restore", "restore through 'backupctl restore create'")
@@ -193,7 +191,16 @@ class RestorePlan:
         signal = os.path.join(self.target_dir, "recovery.signal")
         open(signal, "w").close()
         self._own_files(auto, signal)
+        self._put_control_file_in_place()
         return {"settings": lines}
+
+    def _put_control_file_in_place(self) -> None:
+        pending = os.path.join(self.target_dir, PENDING_CONTROL_FILE)
+        if not os.path.exists(pending):
+            return                                   # in place already (the stage run again)
+        sync_tree(self.target_dir)                   # the data and the settings first...
+        os.rename(pending, os.path.join(self.target_dir, CONTROL_FILE))
+        fsync_dir(os.path.dirname(pending))          # ...then the rename
 
     # -- stage 2 (before the settings that point at it) -------------------------------------------------
     @property

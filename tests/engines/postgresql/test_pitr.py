@@ -157,36 +157,88 @@ def test_restore_never_writes_over_a_non_empty_directory(world):
     assert (target / "keep").read_text() == "x"
 
 
-@pytest.mark.parametrize("fail_in", ["data files", "backup_label"])
-def test_a_restore_that_fails_halfway_leaves_no_pg_control_so_nothing_can_start_on_it(world, monkeypatch, fail_in):
-    """PostgreSQL refuses a directory without global/pg_control: a restore puts it in place last."""
+def _restore_in_process(world, monkeypatch, target, **kwargs):
     from backupctl.catalog.db import session_scope
-    from backupctl.errors import IntegrityError
-    from backupctl.repository.restore import _FileWriter
     from backupctl.services import restores
-    from engine_tools.postgresql import restore as pg_restore
 
     for k, v in world["env"].env.items():
         monkeypatch.setenv(k, v)
+    with session_scope() as s:
+        restores.create_restore(s, backup=world["backup"]["name"], target_dir=str(target), **kwargs)
+
+
+def _failing(*args, **kwargs):
+    from backupctl.errors import IntegrityError
+
+    raise IntegrityError("injected failure", "none")
+
+
+@pytest.mark.parametrize("fail_in", ["data files", "backup_label", "recovery settings"])
+def test_a_restore_that_fails_halfway_leaves_no_pg_control_so_nothing_can_start_on_it(world, monkeypatch, fail_in):
+    """PostgreSQL refuses a directory without global/pg_control: a restore puts it in place last."""
+    from backupctl.errors import IntegrityError
+    from backupctl.repository.restore import _FileWriter
+    from engine_tools.postgresql import restore as pg_restore
+
     if fail_in == "data files":                      # past global/ in the tree's order
         real_add = _FileWriter.add
 
         def failing(self, path, node, layers=None):
             if node.path.startswith("pg_xact/"):
-                raise IntegrityError("injected failure", "none")
+                _failing()
             return real_add(self, path, node, layers)
         monkeypatch.setattr(_FileWriter, "add", failing)
-    else:
-        def failing(*args, **kwargs):
-            raise IntegrityError("injected failure", "none")
-        monkeypatch.setattr(pg_restore, "restore_stream", failing)
+    elif fail_in == "backup_label":
+        monkeypatch.setattr(pg_restore, "restore_stream", _failing)
+    else:                                            # written, not yet handed to their owner
+        monkeypatch.setattr(pg_restore.RestorePlan, "_own_files", _failing)
     target = world["env"].root / f"failed-in-{fail_in.replace(' ', '-')}"
-    with pytest.raises(IntegrityError, match="injected failure"), session_scope() as s:
-        restores.create_restore(s, backup=world["backup"]["name"], target_dir=str(target))
+    with pytest.raises(IntegrityError, match="injected failure"):
+        _restore_in_process(world, monkeypatch, target)
     assert any(p.is_file() and p.stat().st_size for p in target.rglob("*"))   # it got going
     assert not (target / "global" / "pg_control").exists()
-    if fail_in == "backup_label":                                                # all there but not in place
+    if fail_in != "data files":                                                  # all there but not in place
         assert (target / "global" / "pg_control.backupctl-restore").stat().st_size == 8192
+
+
+def test_pg_control_goes_in_place_after_the_data_and_settings_are_durable(world, monkeypatch):
+    from engine_tools.postgresql import restore as pg_restore
+
+    target = world["env"].root / "ordered"
+    events, real_sync, real_rename, real_fsync_dir = [], pg_restore.sync_tree, os.rename, pg_restore.fsync_dir
+
+    def sync_tree(root):
+        events.append(("sync", (target / "recovery.signal").exists()))
+        real_sync(root)
+
+    def rename(src, dst):
+        events.append(("rename", os.path.relpath(dst, target)))
+        real_rename(src, dst)
+
+    def fsync_dir(path):
+        events.append(("fsync_dir", os.path.relpath(path, target)))
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(pg_restore, "sync_tree", sync_tree)
+    monkeypatch.setattr(pg_restore.os, "rename", rename)
+    monkeypatch.setattr(pg_restore, "fsync_dir", fsync_dir)
+    _restore_in_process(world, monkeypatch, target)
+    assert events == [("sync", True), ("rename", "global/pg_control"), ("fsync_dir", "global")]
+    assert (target / "global" / "pg_control").stat().st_size == 8192
+
+
+def test_a_forced_restore_removes_the_old_pg_control_before_anything_else(world, monkeypatch):
+    from engine_tools.postgresql import restore as pg_restore
+
+    target = world["env"].root / "forced"
+    (target / "global").mkdir(parents=True)
+    (target / "base" / "1").mkdir(parents=True)
+    (target / "global" / "pg_control").write_bytes(b"old" * 100)
+    (target / "base" / "1" / "1234").write_bytes(b"old" * 100)
+    monkeypatch.setattr(pg_restore.shutil, "rmtree", _failing)     # stopped while deleting the rest
+    with pytest.raises(Exception, match="injected failure"):
+        _restore_in_process(world, monkeypatch, target, force=True)
+    assert not (target / "global" / "pg_control").exists() and (target / "base" / "1" / "1234").exists()
 
 
 def test_wal_status_reports_the_archived_range_and_the_lag(world):
