@@ -46,7 +46,8 @@ class FileStore:
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            _make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -95,7 +96,7 @@ class FileStore:
         base = self._path(prefix.rstrip("/")) if "/" in prefix else self.root
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, _dirs, files in os.walk(base, onerror=_unless_gone):
             for fname in files:
                 if fname.startswith(".tmp-"):
                     continue
@@ -145,3 +146,23 @@ class FileStore:
         except OSError as exc:
             raise StorageError(f"cannot create repository directory {self.root}: {exc.strerror}",
                                "check the path and its permissions") from exc
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p, each new directory's entry fsynced in its parent: a pack or index file that
+    survives a crash is found where it was written (data/ab/ on first use)."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:            # another writer made it meanwhile: synced all the same
+        pass
+    fsync_dir(path.parent)
+
+
+def _unless_gone(exc: OSError) -> None:
+    """A directory that cannot be listed (EIO on a NAS, permissions) fails the listing: read as
+    empty, an archive would look as if it had no WAL and a restore would end its recovery early."""
+    if not isinstance(exc, FileNotFoundError):       # removed while listing (gc): nothing to miss
+        raise exc

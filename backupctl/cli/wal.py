@@ -57,6 +57,9 @@ def fetch_command(cluster: str, name: str, dest: str, org: str) -> None:
     except BackupctlError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(FETCH_FAILED)
+    except (Exception, KeyboardInterrupt) as exc:    # a full pg_wal, the catalogue unreachable, a bug:
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)   # never "not archived" (exit 1),
+        sys.exit(FETCH_FAILED)                       # which would end recovery and promote too early
     if not found:
         click.echo(f"{name} is not in the archive of cluster {cluster}", err=True)
         sys.exit(FETCH_MISSING)

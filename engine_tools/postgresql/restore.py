@@ -163,7 +163,8 @@ class RestorePlan:
             # restore began (the end of the window, a timeline probe) is "missing" at once; a listed
             # one past the prefetch cap goes to wal-fetch.
             sp = shlex.quote(self.spool)
-            fetch = (f"if [ -f {sp}/%f ]; then cp {sp}/%f %p; elif grep -qxF %f {sp}/{SPOOL_LISTING}; "
+            # A failed copy is a failure (126: recovery stops), never "missing" (1: it would promote).
+            fetch = (f"if [ -f {sp}/%f ]; then cp {sp}/%f %p || exit 126; elif grep -qxF %f {sp}/{SPOOL_LISTING}; "
                      f"then {fetch}; else exit 1; fi")
         lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'"]
         own = self.request.archive_context

@@ -149,3 +149,46 @@ def test_plain_path_and_file_url_are_the_same_store(tmp_path):
     b = open_store(f"file://{tmp_path}/r")
     a.put("config", b"1")
     assert b.get("config") == b"1"
+
+
+def test_local_store_listing_fails_on_a_directory_it_cannot_read_and_skips_one_removed(tmp_path, monkeypatch):
+    """Read as empty, an unreadable directory would make an archive look as if it had no WAL."""
+    store = open_store(str(tmp_path / "repo"))
+    for name in ("snapshots/aa/one", "snapshots/bb/two", "snapshots/cc/three"):
+        store.put(name, b"x")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        p = os.fspath(path)
+        if p.endswith("bb"):
+            raise PermissionError(13, "Permission denied", p)
+        if p.endswith("cc"):
+            raise FileNotFoundError(2, "No such file or directory", p)    # removed meanwhile (gc)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError):
+        list(store.list("snapshots/"))
+    monkeypatch.setattr(os, "scandir", lambda path: scandir(path) if not os.fspath(path).endswith("bb")
+                        else real_scandir(path))
+    assert sorted(n for n, _ in store.list("snapshots/")) == ["snapshots/aa/one", "snapshots/bb/two"]
+
+
+def test_local_store_makes_the_directories_it_creates_durable_too(tmp_path, monkeypatch):
+    from repo_plugins import fs
+
+    synced, real = [], fs.fsync_dir
+
+    def fsync_dir(path):
+        synced.append(str(path))
+        real(path)
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    store = open_store(str(root))
+    monkeypatch.setattr(fs, "fsync_dir", fsync_dir)
+    store.put("data/ab/pack-1", b"x")
+    assert sorted(synced) == sorted({str(root), str(root / "data"), str(root / "data" / "ab")})
+    synced.clear()
+    store.put("data/ab/pack-2", b"y")                  # the directory exists: only the new entry
+    assert synced == [str(root / "data" / "ab")]

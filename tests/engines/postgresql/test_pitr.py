@@ -11,6 +11,7 @@ import json
 import os
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -267,6 +268,35 @@ def test_wal_fetch_of_a_missing_file_fails_fast_with_status_1(world):
     assert missing < found + 5, (missing, found)
 
 
+def test_wal_fetch_that_fails_is_never_taken_for_a_missing_file(world):
+    """Exit 1 would end recovery and promote; any failure must be above 125 (recovery stops)."""
+    env = world["env"]
+    first = world["backup"]["positions"]["start_wal_file"]
+    proc = env.backupctl("wal-fetch", "--cluster", "src", first, str(env.root / "no-such-dir" / "x"), check=False)
+    assert proc.returncode == 126 and "error:" in proc.stderr, (proc.returncode, proc.stderr)
+
+
+def test_restore_command_fails_loudly_when_a_fetched_ahead_segment_cannot_be_copied(world):
+    import re
+    import subprocess
+
+    env = world["env"]
+    target = env.root / "spooled"
+    env.backupctl("restore", "create", "--backup", world["backup"]["name"], "--target-dir", str(target), user="root")
+    conf = (target / "postgresql.auto.conf").read_text()
+    command = re.search(r"^restore_command = '(.*)'$", conf, re.M).group(1).replace("''", "'")
+    first = world["backup"]["positions"]["start_wal_file"]
+    assert (Path(str(target) + ".wal-spool") / first).exists()              # fetched ahead
+
+    def run(name: str, dest: Path) -> int:
+        return subprocess.run(["sh", "-c", command.replace("%f", name).replace("%p", str(dest))],
+                              env={**os.environ, **env.env}, capture_output=True).returncode
+
+    assert run(first, env.root / "spooled-copy") == 0 and (env.root / "spooled-copy").stat().st_size == 1024 * 1024
+    assert run(first, env.root / "no-such-dir" / "x") == 126
+    assert run("0000000100000000000000FF", env.root / "never") == 1
+
+
 def test_archive_config_prints_the_postgresql_conf_lines(world):
     out = world["env"].backupctl("cluster", "show", "src", "--archive-config").stdout
     assert "archive_mode = on" in out
@@ -279,3 +309,4 @@ def test_a_data_directory_not_on_this_host_is_a_clear_error(world):
                   str(src.port), "--user", "postgres", "--data-dir", "/nonexistent/data")
     proc = env.backupctl("backup", "create", "--cluster", "remote", check=False)
     assert proc.returncode == 2 and "is not on this host" in proc.stderr and "--data-dir" in proc.stderr
+
