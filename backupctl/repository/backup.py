@@ -78,17 +78,32 @@ def _node_from_stat(path: str, st: os.stat_result) -> Node:
                 uid=st.st_uid, gid=st.st_gid)
 
 
+class Warnings(list):
+    """What a backup could not read, in order. ``unreadable`` are the read errors among them: not a
+    file deleted while the backup ran (a live data directory does that) nor a skipped socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreadable: list[str] = []
+
+    def add(self, path: str, exc: OSError | None = None, note: str | None = None) -> None:
+        text = f"{path}: {note or exc.strerror}"
+        self.append(text)
+        if exc is not None and not isinstance(exc, FileNotFoundError):
+            self.unreadable.append(text)
+
+
 class _Walker:
     """Depth-first, siblings sorted by name: the order trees are stored in."""
 
-    def __init__(self, warnings: list[str]) -> None:
+    def __init__(self, warnings: Warnings) -> None:
         self.warnings = warnings
 
     def walk(self, source: _Source) -> Iterator[tuple[Node, str]]:
         try:
             st = os.lstat(source.abspath)
         except OSError as exc:
-            self.warnings.append(f"{source.abspath}: {exc.strerror}")
+            self.warnings.add(source.abspath, exc)
             return
         if source.name:
             yield from self._entry(source.name, source.abspath, st)
@@ -107,20 +122,20 @@ class _Walker:
             node.type, node.target = SYMLINK, os.readlink(abspath)
             yield node, abspath
         else:
-            self.warnings.append(f"{abspath}: skipped (not a regular file, directory or symlink)")
+            self.warnings.add(abspath, note="skipped (not a regular file, directory or symlink)")
 
     def _children(self, rel: str, abspath: str) -> Iterator[tuple[Node, str]]:
         try:
             with os.scandir(abspath) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            self.warnings.append(f"{abspath}: {exc.strerror}")
+            self.warnings.add(abspath, exc)
             return
         for e in entries:
             try:
                 st = e.stat(follow_symlinks=False)
             except OSError as exc:  # vanished between listing and stat: a live data directory
-                self.warnings.append(f"{e.path}: {exc.strerror}")
+                self.warnings.add(e.path, exc)
                 continue
             yield from self._entry(f"{rel}/{e.name}" if rel else e.name, e.path, st)
 
@@ -219,7 +234,7 @@ class Archiver:
         self.content_hook = content_hook
         self.fixed_chunks = fixed_chunks or (lambda path: None)
         self.progress = progress or Progress()
-        self.warnings: list[str] = []
+        self.warnings = Warnings()
         repo.reload_index()  # after the lock is held: see the gc plans written before it
         self.exclude = pending_deletions(repo)
         self.saver = BlobSaver(repo, workers=workers, compression=compression, exclude=self.exclude)
@@ -251,7 +266,7 @@ class Archiver:
                 while len(data) > SMALL_FILE and (more := f.read(SMALL_FILE)):  # grew since stat
                     data += more
         except OSError as exc:
-            self.warnings.append(f"{path}: {exc.strerror}")
+            self.warnings.add(path, exc)
             return None
         self.progress.advance(len(data))
         return [self.saver.submit(chunk, DATA) for chunk in self.chunker.chunk_bytes(data, fixed)], len(data)
@@ -262,7 +277,7 @@ class Archiver:
             with open(path, "rb", buffering=0) as f:
                 return self._chunk_stream(f, guide, fixed)
         except OSError as exc:
-            self.warnings.append(f"{path}: {exc.strerror}")
+            self.warnings.add(path, exc)
             return None
         finally:
             self._file_slots.release()
@@ -271,7 +286,7 @@ class Archiver:
         try:
             result = self._chunk_stream(content)
         except OSError as exc:
-            self.warnings.append(f"{node.path}: {exc.strerror}")
+            self.warnings.add(node.path, exc)
             return None
         finally:
             self._file_slots.release()
@@ -386,7 +401,8 @@ class Archiver:
         summary = dict(self.counts, bytes_added=s.bytes_added, blobs_new=s.blobs_new, blobs_reused=s.blobs_reused,
                        packs=s.packs, tree_entries=self.spool.count, duration=round(duration, 3),
                        throughput=round(self.counts["bytes_total"] / duration) if duration > 0 else 0,
-                       warnings=self.warnings[:100], warning_count=len(self.warnings))
+                       warnings=self.warnings[:100], warning_count=len(self.warnings),
+                       unreadable=self.warnings.unreadable[:100], unreadable_count=len(self.warnings.unreadable))
         snap = Snapshot(time=now_iso(), hostname=hostname or socket.gethostname(), username=getpass.getuser(),
                         paths=paths, tree=tree, tags=sorted(set(tags)), parent=parent.id if parent else None,
                         summary=summary, metadata=metadata or {})

@@ -178,9 +178,11 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
                             fixed_chunks=delta.fixed_chunk_size,
                             metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
                                                    "backup": request.metadata.get("backup")}})
-        bad = [w for w in data.summary.get("warnings", []) if "No such file" not in w]
-        if bad:
-            raise BackupctlError(f"could not read every file of {data_dir}: {bad[0]}",
+        # Files deleted while it ran are replayed from WAL, sockets skipped (as pg_basebackup); every
+        # other error counts, however many vanished files came before it.
+        if data.summary.get("unreadable_count"):
+            raise BackupctlError(f"could not read {data.summary['unreadable_count']} file(s) of {data_dir}, "
+                                 f"first {data.summary['unreadable'][0]}",
                                  "run backupctl as the database's OS user (e.g. postgres) or as root")
         conn.execute(f"SET statement_timeout = '{STOP_TIMEOUT}s'")
         # With the logs going to this repository, store the backup's WAL here and now rather than

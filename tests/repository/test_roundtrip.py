@@ -471,3 +471,28 @@ def test_a_failed_sync_fails_the_restore_and_says_so(fs_repo_url, tmp_path, monk
     monkeypatch.setattr(durable, "_syncfs", syncfs)
     with pytest.raises(OSError, match="syncfs of .*/out failed: Input/output error"):
         restore_snapshot(repo, snap, str(tmp_path / "out"))
+
+
+def test_read_errors_are_counted_apart_from_files_that_vanished_however_many(fs_repo_url, tmp_path, monkeypatch):
+    """A live data directory deletes files under a backup; a read error after 150 of those still counts."""
+    from backupctl.repository import backup as backup_module
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in [f"gone-{i:03d}" for i in range(150)] + ["secret", "fine"]:
+        (src / name).write_bytes(b"x")
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):
+        name = os.path.basename(path)
+        if name.startswith("gone-"):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        if name == "secret":
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "open", failing_open, raising=False)
+    summary = backup_paths(repo, [str(src)]).summary
+    assert summary["warning_count"] == 151 and len(summary["warnings"]) == 100
+    assert summary["unreadable_count"] == 1 and summary["unreadable"] == [f"{tmp_path}/src/secret: Permission denied"]

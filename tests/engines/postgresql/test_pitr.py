@@ -310,3 +310,18 @@ def test_a_data_directory_not_on_this_host_is_a_clear_error(world):
     proc = env.backupctl("backup", "create", "--cluster", "remote", check=False)
     assert proc.returncode == 2 and "is not on this host" in proc.stderr and "--data-dir" in proc.stderr
 
+
+def test_a_socket_in_the_data_directory_is_skipped_as_pg_basebackup_does(world):
+    """unix_socket_directories may be the data directory: its socket is not a reason to fail."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    path = world["src"].data / ".s.PGSQL.test"
+    sock.bind(str(path))
+    try:
+        proc = world["env"].backupctl("backup", "create", "--cluster", "src", "--json")
+    finally:
+        sock.close()
+        path.unlink()
+    b = json.loads(proc.stdout)
+    assert b["phase"] == "Completed"
