@@ -117,12 +117,15 @@ def _guide(repo: Repository, request: BackupRequest) -> Snapshot | None:
 
 def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_lsn: str, stop_lsn: str,
                      segment_size: int) -> None:
-    """Archive the WAL segments from the backup's start to its stop, in this repository session.
+    """Archive the WAL segments from the backup's start to its stop, in this repository session,
+    and check that the archive holds every one: the backup is restorable only with them.
 
     pg_backup_stop(false) switched to a new segment, so the stop segment is complete in pg_wal;
     segments the archiver already stored (``.done``) or that a batch push stored are skipped. Each
     one stored here is marked in the archive spool, so the server's own archive_command for it
-    answers at once (see backupctl/archive_spool.py).
+    answers at once (see backupctl/archive_spool.py). ``.done`` says only that the server's
+    archive_command succeeded, which may not be this cluster's wal-push: the archive's listing
+    decides (pgBackRest too waits for the segments in its own repository).
     """
     from backupctl import archive_spool
     from engine_tools.postgresql import wal
@@ -138,6 +141,15 @@ def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_
             continue
         wal.push(repo, path, cluster=ctx.cluster, org=ctx.org, state_dir=ctx.state_dir, tags=ctx.tags)
         archive_spool.mark(ctx.state_dir, name, os.path.getsize(path))
+    archived = wal.refresh_listing(repo, ctx.state_dir, ctx.cluster, ctx.org).files
+    system = read_system_identifier(data_dir)
+    missing = [n for n in (L.segment_name(timeline, seg, segment_size) for seg in range(first, last + 1))
+               if n not in archived or archived[n].system_identifier not in (None, system)]
+    if missing:
+        raise BackupctlError(f"the archive of cluster {ctx.cluster} lacks {len(missing)} WAL segment(s) the backup "
+                             f"needs, first {missing[0]}: the server's archive_command did not store them there",
+                             f"set archive_command as 'backupctl cluster show {ctx.cluster} --archive-config' "
+                             "prints, and take the backup again")
 
 
 def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> BackupResult:

@@ -1,0 +1,56 @@
+"""A backup is Completed only when the archive holds every WAL segment from its start to its stop."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from backupctl.errors import BackupctlError
+from backupctl.repository import Repository
+from engine_tools.base import LogContext
+from engine_tools.postgresql import wal
+from engine_tools.postgresql.backup import _archive_own_wal
+from tests.conftest import PASSWORD
+
+SEGMENT = 1024 * 1024
+
+
+def _data_dir(root, system_identifier: int):
+    (root / "global").mkdir(parents=True)
+    (root / "global" / "pg_control").write_bytes(struct.pack("<Q", system_identifier) + bytes(8184))
+    (root / "pg_wal" / "archive_status").mkdir(parents=True)
+    for seg in (2, 3):
+        (root / "pg_wal" / f"00000001000000000000000{seg}").write_bytes(bytes([seg]) * SEGMENT)
+    return root
+
+
+def test_segments_another_archive_command_took_fail_the_backup_until_the_archive_has_them(fs_repo_url, tmp_path):
+    data = _data_dir(tmp_path / "data", 7)
+    # segment 2 was archived by an archive_command that is not this cluster's wal-push (say 'true')
+    (data / "pg_wal" / "archive_status" / "000000010000000000000002.done").touch()
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    ctx = LogContext(cluster="pg1", org="default", state_dir=str(tmp_path / "state"), command="backupctl")
+    os.makedirs(ctx.state_dir)
+    with pytest.raises(BackupctlError, match="lacks 1 WAL segment.*first 000000010000000000000002") as err:
+        _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
+    assert "--archive-config" in str(err.value)
+    assert "000000010000000000000003" in wal.refresh_listing(repo, ctx.state_dir, "pg1", "default").files  # stored
+
+    wal.push(repo, str(data / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
+             state_dir=ctx.state_dir, tags=[], batch=False)
+    _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)     # now complete
+
+
+def test_a_segment_archived_from_another_database_does_not_count(fs_repo_url, tmp_path):
+    other = _data_dir(tmp_path / "other", 8)                  # same names, another system identifier
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    ctx = LogContext(cluster="pg1", org="default", state_dir=str(tmp_path / "state"), command="backupctl")
+    os.makedirs(ctx.state_dir)
+    wal.push(repo, str(other / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
+             state_dir=ctx.state_dir, tags=[], batch=False)
+    data = _data_dir(tmp_path / "data", 7)
+    (data / "pg_wal" / "archive_status" / "000000010000000000000002.done").touch()
+    with pytest.raises(BackupctlError, match="first 000000010000000000000002"):
+        _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
