@@ -2,7 +2,7 @@
 
 The window opens when the base backup became consistent (its stop time and stop LSN) and
 closes at the last WAL segment archived without a gap after the backup's start segment,
-on the backup's timeline. A segment missing before the backup is consistent makes the
+on the backup's timeline: at the time the server last wrote that segment. A segment missing before the backup is consistent makes the
 backup unrestorable; one missing later closes the window early. Both are named.
 """
 
@@ -69,7 +69,9 @@ def window(positions: dict[str, Any], listing: Listing, *, cluster: str) -> Wind
                              "check archive_command and 'backupctl wal status'; take a new full backup once "
                              "archiving works")
     stop_time = datetime.fromisoformat(positions["stop_time"])
-    end_time = max(datetime.fromisoformat(last.time), stop_time) if last else stop_time
+    # the last segment's commits are all before the server last wrote it; archived later, its
+    # snapshot's time would take in commits made meanwhile, in the next segment the archive lacks
+    end_time = max(datetime.fromisoformat(last.written or last.time), stop_time) if last else stop_time
     return Window(stop_time, end_time, stop_lsn, seg * size, tl, missing)
 
 

@@ -52,6 +52,7 @@ class ArchivedFile:
     time: str                      # when its snapshot was committed (UTC ISO 8601)
     size: int = 0
     system_identifier: str | None = None
+    written: str | None = None     # when the server last wrote it (files archived before this was recorded: None)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _listing_from(seen: dict[str, Any]) -> Listing:
             continue
         for f in entry.get("files", []):        # later snapshots win: a re-pushed file
             listing.files[f["name"]] = ArchivedFile(f["name"], sid, entry["time"], f.get("size", 0),
-                                                    entry.get("system_identifier"))
+                                                    entry.get("system_identifier"), f.get("written"))
         rp = entry.get("restore_point")
         if rp:
             listing.restore_points[rp["name"]] = RestorePointRecord(rp["name"], rp["lsn"], entry["time"],
@@ -192,7 +193,7 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
         files += _waiting(os.path.dirname(abspath), name, state_dir)
     pg_wal = os.path.dirname(abspath)
     data_dir = os.path.dirname(pg_wal)
-    entries = [{"name": os.path.basename(f), "size": os.path.getsize(f)} for f in files]
+    entries = [_entry(f) for f in files]
     segment_sizes = [e["size"] for e in entries if L.is_segment(e["name"])]
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
                           "system_identifier": read_system_identifier(data_dir),
@@ -205,6 +206,14 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
         archive_spool.mark(state_dir, e["name"], e["size"])
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
+
+
+def _entry(path: str) -> dict[str, Any]:
+    st = os.stat(path)
+    # when the server last wrote it: every commit in a segment is before that, and every later one
+    # after it, so the restorable window ends there (not when it was archived, which can be much later)
+    return {"name": os.path.basename(path), "size": st.st_size,
+            "written": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat()}
 
 
 def _waiting(pg_wal: str, asked: str, state_dir: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from datetime import datetime, timezone
 
 import pytest
 
@@ -36,7 +37,9 @@ def test_segments_another_archive_command_took_fail_the_backup_until_the_archive
     with pytest.raises(BackupctlError, match="lacks 1 WAL segment.*first 000000010000000000000002") as err:
         _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
     assert "--archive-config" in str(err.value)
-    assert "000000010000000000000003" in wal.refresh_listing(repo, ctx.state_dir, "pg1", "default").files  # stored
+    stored = wal.refresh_listing(repo, ctx.state_dir, "pg1", "default").files["000000010000000000000003"]
+    written = datetime.fromtimestamp((data / "pg_wal" / "000000010000000000000003").stat().st_mtime, timezone.utc)
+    assert stored.written == written.isoformat()                        # when the server last wrote it
 
     wal.push(repo, str(data / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
              state_dir=ctx.state_dir, tags=[], batch=False)
