@@ -3,8 +3,10 @@
 A push of log file N (PostgreSQL's ``archive_command``) may store other files waiting to be
 archived in the same repository session (see engine_tools/postgresql/wal.py). After that
 snapshot is committed it leaves a marker per extra file here: ``STATE/pushed/NAME``
-holding the file's size. When the server then asks to archive NAME, the marker answers
-"archived" at once. ``backupctl wal-push`` checks the spool before it imports the catalogue
+holding the file's identity (size and mtime in ns, taken before it was read). When the server
+then asks to archive NAME, the marker answers "archived" at once, if the file at that path
+is still the one stored: a file of the same name and size from a cluster initialised again
+under the same name (WAL names start over) is stored again, never answered from a stale marker. ``backupctl wal-push`` checks the spool before it imports the catalogue
 (SQLAlchemy) or opens the repository, so a spooled file costs a Python start and a stat.
 
 This module imports nothing but the standard library: it is on that fast path.
@@ -29,11 +31,18 @@ def _marker(state: str, name: str) -> str:
     return os.path.join(state, "pushed", name)
 
 
-def mark(state: str, name: str, size: int) -> None:
-    """Note that ``name`` (``size`` bytes) is archived: call only once the snapshot holding it is committed."""
+def identity(path: str) -> str:
+    """What tells this file from another of the same name: its size and modification time (ns)."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def mark(state: str, name: str, ident: str) -> None:
+    """Note that ``name`` (``identity`` taken before it was read) is archived: call only once the
+    snapshot holding it is committed."""
     os.makedirs(os.path.join(state, "pushed"), exist_ok=True)
     with open(_marker(state, name), "w") as f:
-        f.write(str(size))
+        f.write(ident)
 
 
 def is_marked(state: str, name: str) -> bool:
@@ -41,24 +50,24 @@ def is_marked(state: str, name: str) -> bool:
 
 
 def take(state: str, path: str) -> bool:
-    """True if the file at ``path`` was archived by a batch (its marker has its size); the marker is consumed.
-
-    A marker whose size differs (the same name with other content) is dropped: store the file again.
+    """True if the file at ``path`` was archived by a batch (its marker has its identity); the marker
+    is consumed. A marker with another identity (another file of that name, or one written before
+    markers held more than the size) is dropped: the file is stored again.
     """
     marker = _marker(state, os.path.basename(path))
     try:
         with open(marker) as f:
-            recorded = int(f.read().strip() or -1)
+            recorded = f.read().strip()
     except FileNotFoundError:
         return False
-    except (OSError, ValueError):
-        recorded = -1
+    except OSError:
+        recorded = ""
     try:
-        size = os.path.getsize(path)
+        current = identity(path)
     except OSError:
         return False                 # the caller reports the missing file
     try:
         os.unlink(marker)
     except FileNotFoundError:
         pass
-    return size == recorded
+    return current == recorded

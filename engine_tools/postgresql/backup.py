@@ -139,8 +139,9 @@ def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_
         if os.path.exists(os.path.join(pg_wal, "archive_status", f"{name}.done")) \
                 or archive_spool.is_marked(ctx.state_dir, name) or not os.path.exists(path):
             continue
+        ident = archive_spool.identity(path)
         wal.push(repo, path, cluster=ctx.cluster, org=ctx.org, state_dir=ctx.state_dir, tags=ctx.tags)
-        archive_spool.mark(ctx.state_dir, name, os.path.getsize(path))
+        archive_spool.mark(ctx.state_dir, name, ident)
     archived = wal.refresh_listing(repo, ctx.state_dir, ctx.cluster, ctx.org).files
     system = read_system_identifier(data_dir)
     missing = [n for n in (L.segment_name(timeline, seg, segment_size) for seg in range(first, last + 1))

@@ -193,6 +193,7 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
         files += _waiting(os.path.dirname(abspath), name, state_dir)
     pg_wal = os.path.dirname(abspath)
     data_dir = os.path.dirname(pg_wal)
+    identities = [archive_spool.identity(f) for f in files]     # before reading: what is stored
     entries = [_entry(f) for f in files]
     segment_sizes = [e["size"] for e in entries if L.is_segment(e["name"])]
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
@@ -202,8 +203,8 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
     if snap.summary.get("warning_count"):
         raise BackupctlError(f"archiving {name} did not read every file: {snap.summary.get('warnings')}",
                              "PostgreSQL will retry; check the permissions of pg_wal")
-    for e in entries[1:]:
-        archive_spool.mark(state_dir, e["name"], e["size"])
+    for e, ident in zip(entries[1:], identities[1:]):
+        archive_spool.mark(state_dir, e["name"], ident)
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
 
