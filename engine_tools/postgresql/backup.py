@@ -142,10 +142,9 @@ def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_
         ident = archive_spool.identity(path)
         wal.push(repo, path, cluster=ctx.cluster, org=ctx.org, state_dir=ctx.state_dir, tags=ctx.tags)
         archive_spool.mark(ctx.state_dir, name, ident)
-    archived = wal.refresh_listing(repo, ctx.state_dir, ctx.cluster, ctx.org).files
-    system = read_system_identifier(data_dir)
+    archived = wal.refresh_listing(repo, ctx.state_dir, ctx.cluster, ctx.org, read_system_identifier(data_dir)).files
     missing = [n for n in (L.segment_name(timeline, seg, segment_size) for seg in range(first, last + 1))
-               if n not in archived or archived[n].system_identifier not in (None, system)]
+               if n not in archived]
     if missing:
         raise BackupctlError(f"the archive of cluster {ctx.cluster} lacks {len(missing)} WAL segment(s) the backup "
                              f"needs, first {missing[0]}: the server's archive_command did not store them there",

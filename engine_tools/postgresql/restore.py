@@ -114,7 +114,8 @@ class RestorePlan:
                 shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
         summary = self._restore_chain(target, force)
         if not os.path.isfile(os.path.join(target, PENDING_CONTROL_FILE)):
-            raise IntegrityError(f"the backup has no {CONTROL_FILE}", "the backup is damaged; restore from another backup")
+            raise IntegrityError(f"the backup has no {CONTROL_FILE}",
+                                 "the backup is damaged; restore from another backup")
         with open(os.path.join(target, "backup_label"), "wb") as f:
             restore_stream(self.repo, self.label, f, name="backup_label")
         space_map = (self.label.metadata.get(ENGINE_KEY) or {}).get("tablespace_map") or ""
@@ -369,7 +370,7 @@ def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
                          "use one of --restore-time, --target-lsn, --target-xid, --target-name")
     w = listing = None
     if request.log_context is not None:
-        listing = refresh_listing(repo, request.log_context.state_dir, source, org)
+        listing = refresh_listing(repo, request.log_context.state_dir, source, org, positions.get("system_identifier"))
         w = window(positions, listing, cluster=source)
         check_target(target, w, listing, cluster=source)
     elif target.kind():

@@ -105,8 +105,12 @@ def _describe(snap_meta: dict[str, Any], cluster: str, org: str) -> dict[str, An
     return w
 
 
-def refresh_listing(repo: Repository, state_dir: str, cluster: str, org: str) -> Listing:
-    """The archive's listing: the cached one, updated with the snapshots created since it was written."""
+def refresh_listing(repo: Repository, state_dir: str, cluster: str, org: str,
+                    system_identifier: str | None = None) -> Listing:
+    """The archive's listing: the cached one, updated with the snapshots created since it was written.
+    With ``system_identifier``, only the files of that database system: a cluster initialised again
+    under the same name archives WAL of the same names, which a restore of the earlier system's
+    backups must never replay (PostgreSQL would take it for the end of the WAL and promote)."""
     path = _listing_path(state_dir, repo)
     try:
         with open(path, "rb") as f:
@@ -139,13 +143,13 @@ def refresh_listing(repo: Repository, state_dir: str, cluster: str, org: str) ->
             _atomic_write(path, json.dumps({"cluster": cluster, "org": org, "snapshots": seen}).encode())
         except OSError:
             pass                            # a read-only state directory only costs speed
-    return _listing_from(seen)
+    return _listing_from(seen, system_identifier)
 
 
-def _listing_from(seen: dict[str, Any]) -> Listing:
+def _listing_from(seen: dict[str, Any], system_identifier: str | None = None) -> Listing:
     listing = Listing()
     for sid, entry in sorted(seen.items(), key=lambda kv: (kv[1]["time"] if kv[1] else "", kv[0])):
-        if not entry:
+        if not entry or system_identifier and entry.get("system_identifier") not in (None, system_identifier):
             continue
         for f in entry.get("files", []):        # later snapshots win: a re-pushed file
             listing.files[f["name"]] = ArchivedFile(f["name"], sid, entry["time"], f.get("size", 0),
@@ -260,12 +264,14 @@ def fetch(repo: Repository, name: str, dest: str, *, cluster: str, org: str, sta
     """Write archived WAL file ``name`` to ``dest`` (``%f`` and ``%p``). False if the archive does not hold it."""
     if not L.is_wal_file(name):
         raise UsageError(f"{name!r} is not a WAL file name", "restore_command must pass %f %p")
-    listing = refresh_listing(repo, state_dir, cluster, org)
+    dest = os.path.abspath(dest)
+    # %p is pg_wal/RECOVERYXLOG in the data directory being recovered: its system's files only
+    system = read_system_identifier(os.path.dirname(os.path.dirname(dest)))
+    listing = refresh_listing(repo, state_dir, cluster, org, system)
     entry = listing.files.get(name)
     if entry is None:
         return False
     snap = load_snapshot(repo.store, repo.key, entry.snapshot)
-    dest = os.path.abspath(dest)
     tmp = f"{dest}.backupctl-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:

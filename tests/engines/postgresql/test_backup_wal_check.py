@@ -1,4 +1,5 @@
-"""A backup is Completed only when the archive holds every WAL segment from its start to its stop."""
+"""The WAL of one database system: a backup is Completed only when its archive holds every segment
+from its start to its stop, and a restore replays only its own system's segments."""
 
 from __future__ import annotations
 
@@ -57,3 +58,20 @@ def test_a_segment_archived_from_another_database_does_not_count(fs_repo_url, tm
     (data / "pg_wal" / "archive_status" / "000000010000000000000002.done").touch()
     with pytest.raises(BackupctlError, match="first 000000010000000000000002"):
         _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
+
+
+def test_a_restore_fetches_the_segment_of_its_own_system_when_two_share_a_name(fs_repo_url, tmp_path):
+    """A cluster initialised again under the same name archives WAL of the same names."""
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    state = str(tmp_path / "state")
+    os.makedirs(state)
+    first, second = _data_dir(tmp_path / "first", 7), _data_dir(tmp_path / "second", 8)
+    (second / "pg_wal" / "000000010000000000000002").write_bytes(b"\x09" * SEGMENT)
+    for data in (first, second):                    # the second system's push is the later one
+        wal.push(repo, str(data / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
+                 state_dir=state, tags=[], batch=False)
+    for system, expected in ((7, bytes([2])), (8, b"\x09")):    # restores of each system's backups
+        restored = _data_dir(tmp_path / f"restored-{system}", system)
+        dest = restored / "pg_wal" / "RECOVERYXLOG"
+        assert wal.fetch(repo, "000000010000000000000002", str(dest), cluster="pg1", org="default", state_dir=state)
+        assert dest.read_bytes() == expected * SEGMENT
