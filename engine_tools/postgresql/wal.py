@@ -21,6 +21,7 @@ reads the snapshots created since the last call.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -197,20 +198,52 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
         files += _waiting(os.path.dirname(abspath), name, state_dir)
     pg_wal = os.path.dirname(abspath)
     data_dir = os.path.dirname(pg_wal)
+    system = read_system_identifier(data_dir)
+    files = _not_archived_yet(repo, files, refresh_listing(repo, state_dir, cluster, org, system))
+    if not files:                                     # archived before, the same bytes: done
+        return PushResult(name, [])
     identities = [archive_spool.identity(f) for f in files]     # before reading: what is stored
     entries = [_entry(f) for f in files]
     segment_sizes = [e["size"] for e in entries if L.is_segment(e["name"])]
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
-                          "system_identifier": read_system_identifier(data_dir),
+                          "system_identifier": system,
                           "segment_size": max(segment_sizes) if segment_sizes else None}}
     snap = backup_paths(repo, files, tags=["wal", *tags], metadata=meta, parent=None)
     if snap.summary.get("warning_count"):
         raise BackupctlError(f"archiving {name} did not read every file: {snap.summary.get('warnings')}",
                              "PostgreSQL will retry; check the permissions of pg_wal")
-    for e, ident in zip(entries[1:], identities[1:]):
-        archive_spool.mark(state_dir, e["name"], ident)
+    for e, ident in zip(entries, identities):
+        if e["name"] != name:                          # the others: PostgreSQL asks for each later
+            archive_spool.mark(state_dir, e["name"], ident)
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
+
+
+def _not_archived_yet(repo: Repository, files: list[str], listing: Listing) -> list[str]:
+    """``files`` (the asked one first) without those the archive holds already. PostgreSQL archives a
+    file again after a crash before it noted the success: the same bytes are done. Other bytes
+    under an archived name (a former primary archiving on after a failover) would replace WAL that
+    backups need: the asked file is refused, as pgBackRest does, and a waiting one left to be asked."""
+    out = []
+    for i, path in enumerate(files):
+        name = os.path.basename(path)
+        archived = listing.files.get(name)
+        if archived is None:
+            out.append(path)
+        elif not _same_bytes(repo, archived, path) and i == 0:
+            raise BackupctlError(f"WAL file {name} is archived already, with other contents, from the same database "
+                                 "system", "find out which server wrote it (a former primary after a failover?); "
+                                 "the archived copy is kept")
+    return out
+
+
+def _same_bytes(repo: Repository, archived: ArchivedFile, path: str) -> bool:
+    if archived.size != os.path.getsize(path):
+        return False
+    stored = io.BytesIO()
+    restore_stream(repo, load_snapshot(repo.store, repo.key, archived.snapshot), stored, name=archived.name)
+    with open(path, "rb") as f:
+        return f.read() == stored.getvalue()
 
 
 def _entry(path: str) -> dict[str, Any]:

@@ -75,3 +75,41 @@ def test_a_restore_fetches_the_segment_of_its_own_system_when_two_share_a_name(f
         dest = restored / "pg_wal" / "RECOVERYXLOG"
         assert wal.fetch(repo, "000000010000000000000002", str(dest), cluster="pg1", org="default", state_dir=state)
         assert dest.read_bytes() == expected * SEGMENT
+
+
+def test_a_file_archived_again_is_done_if_the_same_and_refused_if_not(fs_repo_url, tmp_path):
+    """PostgreSQL archives a file again after a crash; a former primary may archive other bytes."""
+    from backupctl.repository.snapshot import list_snapshot_ids
+
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    state = str(tmp_path / "state")
+    os.makedirs(state)
+    data = _data_dir(tmp_path / "data", 7)
+    segment = data / "pg_wal" / "000000010000000000000002"
+    first = wal.push(repo, str(segment), cluster="pg1", org="default", state_dir=state, tags=[], batch=False)
+    snapshots = len(list_snapshot_ids(repo.store))
+    again = wal.push(repo, str(segment), cluster="pg1", org="default", state_dir=state, tags=[], batch=False)
+    assert first.stored == ["000000010000000000000002"] and again.stored == []
+    assert len(list_snapshot_ids(repo.store)) == snapshots                     # nothing stored twice
+    segment.write_bytes(b"\x05" * SEGMENT)                                      # same name and size, other bytes
+    with pytest.raises(BackupctlError, match="archived already, with other contents"):
+        wal.push(repo, str(segment), cluster="pg1", org="default", state_dir=state, tags=[], batch=False)
+    restored = _data_dir(tmp_path / "restored", 7)
+    wal.fetch(repo, "000000010000000000000002", str(restored / "pg_wal" / "X"), cluster="pg1", org="default",
+              state_dir=state)
+    assert (restored / "pg_wal" / "X").read_bytes() == bytes([2]) * SEGMENT     # the archived copy is kept
+
+
+def test_a_batch_leaves_out_a_waiting_file_archived_already(fs_repo_url, tmp_path):
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    state = str(tmp_path / "state")
+    os.makedirs(state)
+    data = _data_dir(tmp_path / "data", 7)
+    pg_wal = data / "pg_wal"
+    wal.push(repo, str(pg_wal / "000000010000000000000002"), cluster="pg1", org="default", state_dir=state,
+             tags=[], batch=False)
+    (pg_wal / "000000010000000000000002").write_bytes(b"\x05" * SEGMENT)       # waiting, other bytes
+    (pg_wal / "archive_status" / "000000010000000000000002.ready").touch()
+    result = wal.push(repo, str(pg_wal / "000000010000000000000003"), cluster="pg1", org="default",
+                      state_dir=state, tags=[])
+    assert result.stored == ["000000010000000000000003"]                       # stored; the other left out
