@@ -222,28 +222,44 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
 def _not_archived_yet(repo: Repository, files: list[str], listing: Listing) -> list[str]:
     """``files`` (the asked one first) without those the archive holds already. PostgreSQL archives a
     file again after a crash before it noted the success: the same bytes are done. Other bytes
-    under an archived name (a former primary archiving on after a failover) would replace WAL that
-    backups need: the asked file is refused, as pgBackRest does, and a waiting one left to be asked."""
-    out = []
-    for i, path in enumerate(files):
-        name = os.path.basename(path)
-        archived = listing.files.get(name)
-        if archived is None:
-            out.append(path)
-        elif not _same_bytes(repo, archived, path) and i == 0:
-            raise BackupctlError(f"WAL file {name} is archived already, with other contents, from the same database "
-                                 "system", "find out which server wrote it (a former primary after a failover?); "
-                                 "the archived copy is kept")
+    under an archived name would replace WAL that backups need: refused, as pgBackRest does, and
+    the archived copy kept. Only the asked file is compared (once per time PostgreSQL asks); a
+    waiting one whose name is archived is left for PostgreSQL to ask for."""
+    asked, waiting = files[0], files[1:]
+    archived = listing.files.get(os.path.basename(asked))
+    out = [f for f in waiting if os.path.basename(f) not in listing.files]
+    if archived is None:
+        return [asked, *out]
+    # A damaged archived copy fails here (IntegrityError, with what to run): storing the file again
+    # would not mend it, the repository's index still pointing at the damaged blobs.
+    if not _same_bytes(repo, archived, asked):
+        raise BackupctlError(f"WAL file {archived.name} is archived already, with other contents, from the same "
+                             "database system", "find out which server wrote it (a former primary after a "
+                             "failover, or a restored copy archiving under its source's name); the archived "
+                             "copy is kept")
     return out
+
+
+class _Compare:
+    """A stream's bytes compared, as they are written, with a file's: no copy of either in memory."""
+
+    def __init__(self, f) -> None:
+        self.f, self.same = f, True
+
+    def write(self, data: bytes) -> None:
+        self.same = self.same and self.f.read(len(data)) == data
+
+    def flush(self) -> None:
+        pass
 
 
 def _same_bytes(repo: Repository, archived: ArchivedFile, path: str) -> bool:
     if archived.size != os.path.getsize(path):
         return False
-    stored = io.BytesIO()
-    restore_stream(repo, load_snapshot(repo.store, repo.key, archived.snapshot), stored, name=archived.name)
     with open(path, "rb") as f:
-        return f.read() == stored.getvalue()
+        compare = _Compare(f)
+        restore_stream(repo, load_snapshot(repo.store, repo.key, archived.snapshot), compare, name=archived.name)
+        return compare.same and not f.read(1)
 
 
 def _entry(path: str) -> dict[str, Any]:
@@ -349,13 +365,13 @@ def prefetch(repo: Repository, listing: Listing, names: list[str], spool: str, t
 
 # -- restore points --------------------------------------------------------------------------------------
 def record_restore_point(repo: Repository, *, cluster: str, org: str, name: str, lsn: str, timeline: int,
-                         state_dir: str, tags: list[str]) -> str:
-    """Note a named restore point in the archive, so a restore can check the name and its place in the window."""
+                         state_dir: str, tags: list[str], system_identifier: str | None = None) -> str:
+    """Note a named restore point in the archive, so a restore can check the name and its place in the
+    window (of its own database system's archive: see refresh_listing)."""
     body = json.dumps({"name": name, "lsn": lsn, "timeline": timeline}).encode()
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": [],
+                          "system_identifier": system_identifier,
                           "restore_point": {"name": name, "lsn": lsn, "timeline": timeline}}}
-    import io
-
     snap = backup_stream(repo, io.BytesIO(body), "restore-point.json", tags=["wal", "restore-point", *tags],
                          metadata=meta)
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])

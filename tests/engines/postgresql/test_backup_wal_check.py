@@ -113,3 +113,35 @@ def test_a_batch_leaves_out_a_waiting_file_archived_already(fs_repo_url, tmp_pat
     result = wal.push(repo, str(pg_wal / "000000010000000000000003"), cluster="pg1", org="default",
                       state_dir=state, tags=[])
     assert result.stored == ["000000010000000000000003"]                       # stored; the other left out
+
+
+def test_a_waiting_file_archived_already_is_left_out_without_reading_it_back(fs_repo_url, tmp_path, monkeypatch):
+    """A backlog of such files must not cost a read of each, at every push."""
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    state = str(tmp_path / "state")
+    os.makedirs(state)
+    data = _data_dir(tmp_path / "data", 7)
+    pg_wal = data / "pg_wal"
+    wal.push(repo, str(pg_wal / "000000010000000000000002"), cluster="pg1", org="default", state_dir=state,
+             tags=[], batch=False)
+    (pg_wal / "archive_status" / "000000010000000000000002.ready").touch()     # archived, not yet noted
+    compared = []
+    real = wal._same_bytes
+    monkeypatch.setattr(wal, "_same_bytes", lambda *a: compared.append(a) or real(*a))
+    result = wal.push(repo, str(pg_wal / "000000010000000000000003"), cluster="pg1", org="default",
+                      state_dir=state, tags=[])
+    assert result.stored == ["000000010000000000000003"] and compared == []
+    again = wal.push(repo, str(pg_wal / "000000010000000000000002"), cluster="pg1", org="default",
+                     state_dir=state, tags=[])
+    assert again.stored == [] and len(compared) == 1                            # asked for: compared once
+
+
+def test_restore_points_of_another_system_of_the_same_name_are_not_seen(fs_repo_url, tmp_path):
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    state = str(tmp_path / "state")
+    os.makedirs(state)
+    for system, lsn in (("7", "0/3000028"), ("8", "0/5000028")):     # the second system's is the later one
+        wal.record_restore_point(repo, cluster="pg1", org="default", name="before-upgrade", lsn=lsn, timeline=1,
+                                 state_dir=state, tags=[], system_identifier=system)
+    assert wal.refresh_listing(repo, state, "pg1", "default", "7").restore_points["before-upgrade"].lsn == "0/3000028"
+    assert wal.refresh_listing(repo, state, "pg1", "default", "8").restore_points["before-upgrade"].lsn == "0/5000028"
