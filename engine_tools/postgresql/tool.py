@@ -96,8 +96,7 @@ class PostgresTool:
     def log_status(self, repo: Repository, cluster: ClusterTarget, context: LogContext) -> dict[str, Any]:
         from engine_tools.postgresql.connect import connect
 
-        listing = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org)
-        current = timeline = None
+        current = timeline = system = None
         archiver: dict[str, Any] = {}
         try:
             conn = connect(cluster, timeout=5)
@@ -105,6 +104,7 @@ class PostgresTool:
             archiver["server"] = f"unreachable: {exc.message}"
         else:
             with conn:
+                system = _system_identifier(conn)
                 if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                     current = L.parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
                     timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
@@ -113,6 +113,9 @@ class PostgresTool:
                 archiver.update(server="reachable", archived_count=row[0], last_archived_wal=row[1],
                                 last_archived_time=row[2].isoformat() if row[2] else None, failed_count=row[3],
                                 last_failed_wal=row[4], last_failed_time=row[5].isoformat() if row[5] else None)
+        # the server's own system only (another one initialised under this name may have archived files of
+        # the same names, which would hide a gap); the whole archive when the server cannot be asked
+        listing = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org, system)
         out = wal.status(listing, current_lsn=current, current_timeline=timeline)
         out["archiver"] = archiver
         return out
@@ -129,7 +132,8 @@ class PostgresTool:
             segment = conn.execute("SELECT pg_walfile_name(%s::pg_lsn)", [lsn]).fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
             wal.record_restore_point(repo, cluster=cluster.name, org=context.org, name=name, lsn=lsn,
-                                     timeline=timeline, state_dir=context.state_dir, tags=context.tags)
+                                     timeline=timeline, state_dir=context.state_dir, tags=context.tags,
+                                     system_identifier=_system_identifier(conn))
             archived = self._wait_archived(conn, segment, wait)
         return {"name": name, "lsn": lsn, "timeline": timeline, "segment": segment, "archived": archived}
 
@@ -143,3 +147,7 @@ class PostgresTool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.2)
+
+
+def _system_identifier(conn: Any) -> str:
+    return str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
