@@ -2,19 +2,22 @@
 
 The window opens when the base backup became consistent (its stop time and stop LSN) and
 closes at the last WAL segment archived without a gap after the backup's start segment,
-on the backup's timeline: at the time the server last wrote that segment. A segment missing before the backup is consistent makes the
-backup unrestorable; one missing later closes the window early. Both are named.
+on the backup's timeline, at the time the server last wrote that segment. A segment missing
+before the backup is consistent makes the backup unrestorable; one missing later closes the
+window early. Both are named.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from backupctl.errors import BackupctlError, UsageError
 from engine_tools.postgresql import lsn as L
 from engine_tools.postgresql.wal import Listing
+
+WRITE_MARGIN = timedelta(seconds=1)
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Window:
     end_lsn: int                   # end of the last archived segment without a gap
     timeline: int
     first_missing: str | None      # the segment after the end, that the archive does not hold
+    certain_time: datetime | None = None   # every commit up to this time is archived (see window())
 
     def describe(self) -> str:
         return (f"{self.start_time.isoformat()} to {self.end_time.isoformat()} "
@@ -69,10 +73,22 @@ def window(positions: dict[str, Any], listing: Listing, *, cluster: str) -> Wind
                              "check archive_command and 'backupctl wal status'; take a new full backup once "
                              "archiving works")
     stop_time = datetime.fromisoformat(positions["stop_time"])
-    # the last segment's commits are all before the server last wrote it; archived later, its
-    # snapshot's time would take in commits made meanwhile, in the next segment the archive lacks
-    end_time = max(datetime.fromisoformat(last.written or last.time), stop_time) if last else stop_time
-    return Window(stop_time, end_time, stop_lsn, seg * size, tl, missing)
+    # The last segment's commits are before the server last wrote it (archived later, the snapshot's
+    # time would take in commits made meanwhile, in the next segment the archive lacks). Not every
+    # commit after that write is in the next segment, though: a commit takes its time before its
+    # record is written, and the write that ends a segment can come with the first commits of the
+    # next (or with the WAL writer's, up to wal_writer_delay later), and file times are kept by
+    # the kernel's coarse clock, a few ms behind. Up to ``certain`` (a margin before) no commit can
+    # be missing: a target past it is reached only if a commit after it is archived (restore.py,
+    # replay).
+    if last is None:
+        end_time = certain = stop_time
+    elif last.written:
+        end_time = max(datetime.fromisoformat(last.written), stop_time)
+        certain = max(end_time - WRITE_MARGIN, stop_time)
+    else:                                            # archived before the write time was recorded
+        end_time = certain = max(datetime.fromisoformat(last.time), stop_time)
+    return Window(stop_time, end_time, stop_lsn, seg * size, tl, missing, certain)
 
 
 def check_target(target: Target, w: Window, listing: Listing, *, cluster: str) -> None:

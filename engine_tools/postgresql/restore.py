@@ -261,7 +261,15 @@ class RestorePlan:
                                      f"the archive ends before it; see {self._log()} and 'backupctl wal status'") \
                     from None
             # No commit after the target time was archived: every archived transaction is before it,
-            # so the state at that time is the end of the archive.
+            # so the state at that time is the end of the archive, if no commit before it can be in
+            # WAL not archived yet (the window's certain time).
+            certain = self.window.certain_time if self.window else None
+            if certain is not None and self.target.time > certain:
+                raise BackupctlError(f"recovery ended before reaching the target time {self.target.time.isoformat()}: "
+                                     f"no later commit is archived, and commits made up to it after "
+                                     f"{certain.isoformat()} may be in WAL not archived yet",
+                                     f"restore to {certain.isoformat()} or earlier, or once the archive has caught "
+                                     "up ('backupctl wal status')") from None
             self._remove_target()
             self.start()
             out = self._wait_promoted()

@@ -143,6 +143,28 @@ def test_restore_time_outside_the_window_is_refused_with_the_window(world):
     assert proc.returncode == 2 and "outside the restorable window" in proc.stderr
 
 
+def test_a_time_past_the_last_archived_commit_but_not_certain_is_refused_not_cut_short(world, monkeypatch, tmp_path):
+    """No archived commit after it, and commits before it may be in WAL not archived yet: say so."""
+    from backupctl.repository import Repository
+    from engine_tools.postgresql import wal
+    from engine_tools.postgresql.pitr import window
+    from tests.engines.postgresql.conftest import PASSWORD
+
+    conn = world["conn"]                           # a last commit, then its segment ends 0.3 s later
+    conn.execute("CREATE TABLE IF NOT EXISTS probe(x int)")
+    conn.execute("INSERT INTO probe VALUES (1)")
+    time.sleep(0.3)
+    world["src"].wait_archived(conn)
+    positions = world["backup"]["positions"]
+    with Repository.open(world["env"].repo_url, PASSWORD) as repo:
+        listing = wal.refresh_listing(repo, str(tmp_path), "src", "default", positions["system_identifier"])
+    w = window(positions, listing, cluster="src")
+    assert w.certain_time < w.end_time
+    proc, _, _ = restore(world, "past-commits", "--restore-time", w.end_time.isoformat(), check=False)
+    assert proc.returncode == 1 and "may be in WAL not archived yet" in proc.stderr, proc.stderr
+    assert w.certain_time.isoformat() in proc.stderr
+
+
 def test_unknown_restore_point_is_refused(world):
     proc, _, _ = restore(world, "no-name", "--target-name", "nope", check=False)
     assert proc.returncode == 2 and "no restore point named 'nope'" in proc.stderr and "rp1" in proc.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from backupctl.errors import UsageError
 from engine_tools.postgresql import wal
-from engine_tools.postgresql.pitr import Target, check_target, window
+from engine_tools.postgresql.pitr import WRITE_MARGIN, Target, check_target, window
 
 T0 = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
 SIZE = 16 * 1024 * 1024
@@ -30,11 +30,13 @@ def test_a_segment_archived_late_does_not_stretch_the_window_past_its_last_write
     listing = _listing({2: T0 + timedelta(minutes=1), 3: T0 + timedelta(minutes=2)}, timedelta(minutes=10))
     w = window(POSITIONS, listing, cluster="pg1")
     assert w.end_time == T0 + timedelta(minutes=2) and w.first_missing == "000000010000000000000004"
-    check_target(Target(time=T0 + timedelta(minutes=2)), w, listing, cluster="pg1")
+    assert w.certain_time == w.end_time - WRITE_MARGIN          # a commit's time comes before its write
+    check_target(Target(time=w.end_time), w, listing, cluster="pg1")
     with pytest.raises(UsageError, match="outside the restorable window"):
         check_target(Target(time=T0 + timedelta(minutes=5)), w, listing, cluster="pg1")
 
 
 def test_segments_archived_before_their_write_time_was_recorded_end_the_window_when_archived():
     listing = _listing({2: None, 3: None}, timedelta(minutes=10))
-    assert window(POSITIONS, listing, cluster="pg1").end_time == T0 + timedelta(minutes=10)
+    w = window(POSITIONS, listing, cluster="pg1")
+    assert w.end_time == w.certain_time == T0 + timedelta(minutes=10)
