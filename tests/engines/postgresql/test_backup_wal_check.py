@@ -3,7 +3,6 @@ from its start to its stop, and a restore replays only its own system's segments
 
 from __future__ import annotations
 
-import os
 import struct
 from datetime import datetime, timezone
 
@@ -19,6 +18,18 @@ from tests.conftest import PASSWORD
 SEGMENT = 1024 * 1024
 
 
+@pytest.fixture
+def archive(fs_repo_url, tmp_path):
+    """A new repository and a state directory for cluster pg1's archive."""
+    state = tmp_path / "state"
+    state.mkdir()
+    return Repository.init(fs_repo_url, PASSWORD), str(state)
+
+
+def _push(repo, state: str, path, **kwargs):
+    return wal.push(repo, str(path), cluster="pg1", org="default", state_dir=state, tags=[], **kwargs)
+
+
 def _data_dir(root, system_identifier: int):
     (root / "global").mkdir(parents=True)
     (root / "global" / "pg_control").write_bytes(struct.pack("<Q", system_identifier) + bytes(8184))
@@ -28,13 +39,12 @@ def _data_dir(root, system_identifier: int):
     return root
 
 
-def test_segments_another_archive_command_took_fail_the_backup_until_the_archive_has_them(fs_repo_url, tmp_path):
+def test_segments_another_archive_command_took_fail_the_backup_until_the_archive_has_them(archive, tmp_path):
     data = _data_dir(tmp_path / "data", 7)
     # segment 2 was archived by an archive_command that is not this cluster's wal-push (say 'true')
     (data / "pg_wal" / "archive_status" / "000000010000000000000002.done").touch()
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    ctx = LogContext(cluster="pg1", org="default", state_dir=str(tmp_path / "state"), command="backupctl")
-    os.makedirs(ctx.state_dir)
+    repo, state = archive
+    ctx = LogContext(cluster="pg1", org="default", state_dir=state, command="backupctl")
     with pytest.raises(BackupctlError, match="lacks 1 WAL segment.*first 000000010000000000000002") as err:
         _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
     assert "--archive-config" in str(err.value)
@@ -42,34 +52,28 @@ def test_segments_another_archive_command_took_fail_the_backup_until_the_archive
     written = datetime.fromtimestamp((data / "pg_wal" / "000000010000000000000003").stat().st_mtime, timezone.utc)
     assert stored.written == written.isoformat()                        # when the server last wrote it
 
-    wal.push(repo, str(data / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
-             state_dir=ctx.state_dir, tags=[], batch=False)
+    _push(repo, state, data / "pg_wal" / "000000010000000000000002", batch=False)
     _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)     # now complete
 
 
-def test_a_segment_archived_from_another_database_does_not_count(fs_repo_url, tmp_path):
+def test_a_segment_archived_from_another_database_does_not_count(archive, tmp_path):
     other = _data_dir(tmp_path / "other", 8)                  # same names, another system identifier
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    ctx = LogContext(cluster="pg1", org="default", state_dir=str(tmp_path / "state"), command="backupctl")
-    os.makedirs(ctx.state_dir)
-    wal.push(repo, str(other / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
-             state_dir=ctx.state_dir, tags=[], batch=False)
+    repo, state = archive
+    ctx = LogContext(cluster="pg1", org="default", state_dir=state, command="backupctl")
+    _push(repo, state, other / "pg_wal" / "000000010000000000000002", batch=False)
     data = _data_dir(tmp_path / "data", 7)
     (data / "pg_wal" / "archive_status" / "000000010000000000000002.done").touch()
     with pytest.raises(BackupctlError, match="first 000000010000000000000002"):
         _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
 
 
-def test_a_restore_fetches_the_segment_of_its_own_system_when_two_share_a_name(fs_repo_url, tmp_path):
+def test_a_restore_fetches_the_segment_of_its_own_system_when_two_share_a_name(archive, tmp_path):
     """A cluster initialised again under the same name archives WAL of the same names."""
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    state = str(tmp_path / "state")
-    os.makedirs(state)
+    repo, state = archive
     first, second = _data_dir(tmp_path / "first", 7), _data_dir(tmp_path / "second", 8)
     (second / "pg_wal" / "000000010000000000000002").write_bytes(b"\x09" * SEGMENT)
     for data in (first, second):                    # the second system's push is the later one
-        wal.push(repo, str(data / "pg_wal" / "000000010000000000000002"), cluster="pg1", org="default",
-                 state_dir=state, tags=[], batch=False)
+        _push(repo, state, data / "pg_wal" / "000000010000000000000002", batch=False)
     for system, expected in ((7, bytes([2])), (8, b"\x09")):    # restores of each system's backups
         restored = _data_dir(tmp_path / f"restored-{system}", system)
         dest = restored / "pg_wal" / "RECOVERYXLOG"
@@ -77,69 +81,56 @@ def test_a_restore_fetches_the_segment_of_its_own_system_when_two_share_a_name(f
         assert dest.read_bytes() == expected * SEGMENT
 
 
-def test_a_file_archived_again_is_done_if_the_same_and_refused_if_not(fs_repo_url, tmp_path):
+def test_a_file_archived_again_is_done_if_the_same_and_refused_if_not(archive, tmp_path):
     """PostgreSQL archives a file again after a crash; a former primary may archive other bytes."""
     from backupctl.repository.snapshot import list_snapshot_ids
 
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    state = str(tmp_path / "state")
-    os.makedirs(state)
+    repo, state = archive
     data = _data_dir(tmp_path / "data", 7)
     segment = data / "pg_wal" / "000000010000000000000002"
-    first = wal.push(repo, str(segment), cluster="pg1", org="default", state_dir=state, tags=[], batch=False)
+    first = _push(repo, state, segment, batch=False)
     snapshots = len(list_snapshot_ids(repo.store))
-    again = wal.push(repo, str(segment), cluster="pg1", org="default", state_dir=state, tags=[], batch=False)
+    again = _push(repo, state, segment, batch=False)
     assert first.stored == ["000000010000000000000002"] and again.stored == []
     assert len(list_snapshot_ids(repo.store)) == snapshots                     # nothing stored twice
     segment.write_bytes(b"\x05" * SEGMENT)                                      # same name and size, other bytes
     with pytest.raises(BackupctlError, match="archived already, with other contents"):
-        wal.push(repo, str(segment), cluster="pg1", org="default", state_dir=state, tags=[], batch=False)
+        _push(repo, state, segment, batch=False)
     restored = _data_dir(tmp_path / "restored", 7)
     wal.fetch(repo, "000000010000000000000002", str(restored / "pg_wal" / "X"), cluster="pg1", org="default",
               state_dir=state)
     assert (restored / "pg_wal" / "X").read_bytes() == bytes([2]) * SEGMENT     # the archived copy is kept
 
 
-def test_a_batch_leaves_out_a_waiting_file_archived_already(fs_repo_url, tmp_path):
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    state = str(tmp_path / "state")
-    os.makedirs(state)
+def test_a_batch_leaves_out_a_waiting_file_archived_already(archive, tmp_path):
+    repo, state = archive
     data = _data_dir(tmp_path / "data", 7)
     pg_wal = data / "pg_wal"
-    wal.push(repo, str(pg_wal / "000000010000000000000002"), cluster="pg1", org="default", state_dir=state,
-             tags=[], batch=False)
+    _push(repo, state, pg_wal / "000000010000000000000002", batch=False)
     (pg_wal / "000000010000000000000002").write_bytes(b"\x05" * SEGMENT)       # waiting, other bytes
     (pg_wal / "archive_status" / "000000010000000000000002.ready").touch()
-    result = wal.push(repo, str(pg_wal / "000000010000000000000003"), cluster="pg1", org="default",
-                      state_dir=state, tags=[])
+    result = _push(repo, state, pg_wal / "000000010000000000000003")
     assert result.stored == ["000000010000000000000003"]                       # stored; the other left out
 
 
-def test_a_waiting_file_archived_already_is_left_out_without_reading_it_back(fs_repo_url, tmp_path, monkeypatch):
+def test_a_waiting_file_archived_already_is_left_out_without_reading_it_back(archive, tmp_path, monkeypatch):
     """A backlog of such files must not cost a read of each, at every push."""
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    state = str(tmp_path / "state")
-    os.makedirs(state)
+    repo, state = archive
     data = _data_dir(tmp_path / "data", 7)
     pg_wal = data / "pg_wal"
-    wal.push(repo, str(pg_wal / "000000010000000000000002"), cluster="pg1", org="default", state_dir=state,
-             tags=[], batch=False)
+    _push(repo, state, pg_wal / "000000010000000000000002", batch=False)
     (pg_wal / "archive_status" / "000000010000000000000002.ready").touch()     # archived, not yet noted
     compared = []
     real = wal._same_bytes
     monkeypatch.setattr(wal, "_same_bytes", lambda *a: compared.append(a) or real(*a))
-    result = wal.push(repo, str(pg_wal / "000000010000000000000003"), cluster="pg1", org="default",
-                      state_dir=state, tags=[])
+    result = _push(repo, state, pg_wal / "000000010000000000000003")
     assert result.stored == ["000000010000000000000003"] and compared == []
-    again = wal.push(repo, str(pg_wal / "000000010000000000000002"), cluster="pg1", org="default",
-                     state_dir=state, tags=[])
+    again = _push(repo, state, pg_wal / "000000010000000000000002")
     assert again.stored == [] and len(compared) == 1                            # asked for: compared once
 
 
-def test_restore_points_of_another_system_of_the_same_name_are_not_seen(fs_repo_url, tmp_path):
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    state = str(tmp_path / "state")
-    os.makedirs(state)
+def test_restore_points_of_another_system_of_the_same_name_are_not_seen(archive, tmp_path):
+    repo, state = archive
     for system, lsn in (("7", "0/3000028"), ("8", "0/5000028")):     # the second system's is the later one
         wal.record_restore_point(repo, cluster="pg1", org="default", name="before-upgrade", lsn=lsn, timeline=1,
                                  state_dir=state, tags=[], system_identifier=system)
