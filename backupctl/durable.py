@@ -44,22 +44,31 @@ def sync_tree(root: str) -> None:
         return
 
     def fail(exc: OSError) -> None:              # a directory it cannot list: its files would go unsynced
-        raise exc
+        if not isinstance(exc, PermissionError):  # ...unless its mode forbids it (see _fsync)
+            raise exc
 
     for dirpath, _, files in os.walk(root, onerror=fail):
         for name in files:
             path = os.path.join(dirpath, name)
             if stat.S_ISREG(os.lstat(path).st_mode):     # not links, FIFOs (an open would block), devices
-                _fsync_file(path)
-        fsync_dir(dirpath)
+                _fsync(path, os.O_RDONLY | os.O_NONBLOCK)
+        _fsync(dirpath, os.O_RDONLY | os.O_DIRECTORY)
     fsync_dir(os.path.dirname(os.path.abspath(root)) or "/")
 
 
-def _fsync_file(path: str) -> None:
+def _fsync(path: str, flags: int) -> None:
+    """fsync one entry. One whose restored mode forbids opening it (0000, or 0200 for reading) is
+    skipped, as PostgreSQL's fsync_fname skips EACCES: a restore that wrote everything should not
+    fail over a mode the snapshot asked for."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except PermissionError:                       # a file restored write-only (mode 0200)
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    except PermissionError:
+        if flags & os.O_DIRECTORY:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except PermissionError:
+            return
     try:
         os.fsync(fd)
     finally:

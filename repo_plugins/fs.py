@@ -165,4 +165,5 @@ def _unless_gone(exc: OSError) -> None:
     """A directory that cannot be listed (EIO on a NAS, permissions) fails the listing: read as
     empty, an archive would look as if it had no WAL and a restore would end its recovery early."""
     if not isinstance(exc, FileNotFoundError):       # removed while listing (gc): nothing to miss
-        raise exc
+        raise StorageError(f"cannot list {exc.filename}: {exc.strerror}",
+                           "check the repository's disk or mount and its permissions") from exc

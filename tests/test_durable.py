@@ -36,19 +36,26 @@ def test_without_syncfs_every_file_and_directory_is_fsynced_and_the_parent_too(t
     assert set(synced) == expected and len(synced) == len(expected)
 
 
-def test_without_syncfs_a_directory_that_cannot_be_listed_fails_the_sync(tmp_path, synced, monkeypatch):
+def test_without_syncfs_a_directory_that_fails_to_list_fails_the_sync_and_one_forbidden_is_skipped(
+        tmp_path, synced, monkeypatch):
     root = tmp_path / "restored"
-    (root / "hidden").mkdir(parents=True)
+    (root / "broken").mkdir(parents=True)
+    (root / "forbidden").mkdir()
     real_scandir = os.scandir
 
     def scandir(path):
-        if os.fspath(path).endswith("hidden"):
+        if os.fspath(path).endswith("forbidden"):        # mode 0000, restored as the snapshot says
             raise PermissionError(13, "Permission denied", os.fspath(path))
+        if os.fspath(path).endswith("broken"):           # EIO on a NAS: its files would go unsynced
+            raise OSError(5, "Input/output error", os.fspath(path))
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    with pytest.raises(PermissionError):
+    with pytest.raises(OSError, match="Input/output error"):
         durable.sync_tree(str(root))
+    (root / "broken").rmdir()
+    durable.sync_tree(str(root))
+    assert str(root) in synced and str(tmp_path) in synced
 
 
 def test_syncfs_is_called_on_the_tree_when_the_c_library_has_it(tmp_path):

@@ -28,7 +28,7 @@ from backupctl.repository.backup import backup_paths, backup_stream
 from engine_tools.base import BackupRequest, BackupResult, ClusterTarget
 from engine_tools.postgresql import delta
 from engine_tools.postgresql import lsn as L
-from engine_tools.postgresql.connect import check_backup_ready, connect
+from engine_tools.postgresql.connect import check_backup_ready, connect, server_system_identifier
 from engine_tools.postgresql.layout import ENGINE_KEY, EXCLUDED
 from engine_tools.postgresql.wal import read_system_identifier
 
@@ -38,7 +38,7 @@ STOP_TIMEOUT = int(os.environ.get("BACKUPCTL_PG_STOP_TIMEOUT", "600"))
 def local_data_dir(conn: psycopg.Connection, cluster: ClusterTarget, server_dir: str) -> str:
     """The data directory as seen from this host, checked to be the server's own (same system identifier)."""
     path = cluster.data_dir or server_dir
-    server_id = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    server_id = server_system_identifier(conn)
     if not os.path.isdir(path):
         raise UsageError(f"the data directory {path} of cluster {cluster.name} is not on this host; the physical "
                          "method reads the data files directly",
@@ -139,7 +139,10 @@ def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_
         if os.path.exists(os.path.join(pg_wal, "archive_status", f"{name}.done")) \
                 or archive_spool.is_marked(ctx.state_dir, name) or not os.path.exists(path):
             continue
-        ident = archive_spool.identity(path)
+        try:
+            ident = archive_spool.identity(path)
+        except FileNotFoundError:          # archived and recycled meanwhile: the check below decides
+            continue
         wal.push(repo, path, cluster=ctx.cluster, org=ctx.org, state_dir=ctx.state_dir, tags=ctx.tags)
         archive_spool.mark(ctx.state_dir, name, ident)
     archived = wal.refresh_listing(repo, ctx.state_dir, ctx.cluster, ctx.org, read_system_identifier(data_dir)).files

@@ -50,6 +50,12 @@ def connect(cluster: ClusterTarget, *, autocommit: bool = True, timeout: int = 1
                              "('backupctl cluster show " + cluster.name + "')") from None
 
 
+def server_system_identifier(conn: psycopg.Connection) -> str:
+    """The server's system identifier as pg_control stores it (unsigned: PostgreSQL's int8 shows one
+    made after January 2038 as negative), the form read_system_identifier reads from the file."""
+    return str(int(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]) % 2**64)
+
+
 def settings(conn: psycopg.Connection, *names: str) -> dict[str, str]:
     rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", [list(names)]).fetchall()
     return dict(rows)

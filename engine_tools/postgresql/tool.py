@@ -94,7 +94,7 @@ class PostgresTool:
         return wal.fetch(repo, name, dest, cluster=cluster.name, org=context.org, state_dir=context.state_dir)
 
     def log_status(self, repo: Repository, cluster: ClusterTarget, context: LogContext) -> dict[str, Any]:
-        from engine_tools.postgresql.connect import connect
+        from engine_tools.postgresql.connect import connect, server_system_identifier
 
         current = timeline = system = None
         archiver: dict[str, Any] = {}
@@ -104,7 +104,7 @@ class PostgresTool:
             archiver["server"] = f"unreachable: {exc.message}"
         else:
             with conn:
-                system = _system_identifier(conn)
+                system = server_system_identifier(conn)
                 if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                     current = L.parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
                     timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
@@ -124,7 +124,7 @@ class PostgresTool:
                       wait: float) -> dict[str, Any]:
         if not name or len(name) >= 64:
             raise UsageError(f"invalid restore point name {name!r}", "give 1 to 63 characters")
-        from engine_tools.postgresql.connect import connect
+        from engine_tools.postgresql.connect import connect, server_system_identifier
 
         with connect(cluster) as conn:
             lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()[0]
@@ -133,7 +133,7 @@ class PostgresTool:
             conn.execute("SELECT pg_switch_wal()")
             wal.record_restore_point(repo, cluster=cluster.name, org=context.org, name=name, lsn=lsn,
                                      timeline=timeline, state_dir=context.state_dir, tags=context.tags,
-                                     system_identifier=_system_identifier(conn))
+                                     system_identifier=server_system_identifier(conn))
             archived = self._wait_archived(conn, segment, wait)
         return {"name": name, "lsn": lsn, "timeline": timeline, "segment": segment, "archived": archived}
 
@@ -148,6 +148,3 @@ class PostgresTool:
                 return False
             time.sleep(0.2)
 
-
-def _system_identifier(conn: Any) -> str:
-    return str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])

@@ -177,7 +177,8 @@ def read_system_identifier(data_dir: str) -> str | None:
 @dataclass
 class PushResult:
     name: str
-    stored: list[str]               # the files stored by this call (the asked one first), empty if spooled
+    stored: list[str]               # the files stored by this call (the asked one first, unless it was archived
+                                    # already with the same bytes); empty if spooled or nothing was new
     from_spool: bool = False
     snapshot: str | None = None
 

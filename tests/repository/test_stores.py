@@ -167,7 +167,7 @@ def test_local_store_listing_fails_on_a_directory_it_cannot_read_and_skips_one_r
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    with pytest.raises(PermissionError):
+    with pytest.raises(StorageError, match="cannot list .*/bb: Permission denied"):
         list(store.list("snapshots/"))
     monkeypatch.setattr(os, "scandir", lambda path: scandir(path) if not os.fspath(path).endswith("bb")
                         else real_scandir(path))

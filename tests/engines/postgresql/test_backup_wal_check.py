@@ -136,3 +136,39 @@ def test_restore_points_of_another_system_of_the_same_name_are_not_seen(archive,
                                  state_dir=state, tags=[], system_identifier=system)
     assert wal.refresh_listing(repo, state, "pg1", "default", "7").restore_points["before-upgrade"].lsn == "0/3000028"
     assert wal.refresh_listing(repo, state, "pg1", "default", "8").restore_points["before-upgrade"].lsn == "0/5000028"
+
+
+def test_a_segment_recycled_before_the_backup_reads_it_is_judged_by_the_archive(archive, tmp_path, monkeypatch):
+    """Archived by the server and recycled meanwhile: not a traceback, the listing decides."""
+    from backupctl import archive_spool
+
+    data = _data_dir(tmp_path / "data", 7)
+    repo, state = archive
+    _push(repo, state, data / "pg_wal" / "000000010000000000000002", batch=False)
+    real = archive_spool.identity
+
+    def identity(path):
+        if path.endswith("000000010000000000000003"):
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real(path)
+
+    monkeypatch.setattr(archive_spool, "identity", identity)
+    ctx = LogContext(cluster="pg1", org="default", state_dir=state, command="backupctl")
+    with pytest.raises(BackupctlError, match="first 000000010000000000000003"):
+        _archive_own_wal(repo, ctx, str(data), 1, "0/200028", "0/300100", SEGMENT)
+
+
+def test_the_servers_system_identifier_is_read_as_pg_control_stores_it():
+    """PostgreSQL's int8 shows an identifier made after January 2038 as negative."""
+    from engine_tools.postgresql.connect import server_system_identifier
+
+    class Conn:
+        def execute(self, sql):
+            class Row:
+                def fetchone(self):
+                    return (-7000000000000000000,)
+            return Row()
+
+    assert server_system_identifier(Conn()) == str(2**64 - 7000000000000000000)
+    packed = struct.pack("<q", -7000000000000000000)            # the same 8 bytes in pg_control
+    assert struct.unpack("<Q", packed)[0] == int(server_system_identifier(Conn()))
