@@ -7,7 +7,8 @@ files' metadata in the page cache, and one flush at the end costs less than one 
 (measured on a virtual disk over 980 files: fsyncing each as it completed was 0.7-1.0 s slower
 than no sync at all; a thread fsyncing finished files, 0.35-1.1 s slower than one syncfs).
 Linux before 5.8 does not report writeback errors through syncfs(); PostgreSQL documents the
-same. Elsewhere every regular file and directory is fsynced (on macOS, fsync does not flush the
+same. Elsewhere every regular file and directory is fsynced, but for those whose restored mode
+forbids opening them, as PostgreSQL's fsync_fname skips them (on macOS, fsync does not flush the
 drive's own cache).
 """
 
