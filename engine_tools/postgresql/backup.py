@@ -19,17 +19,19 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
+import google_crc32c
 import psycopg
 
 from backupctl.catalog.manifest import K_POSITIONS, K_RESTORABLE_FROM, K_RESTORABLE_TO
 from backupctl.errors import BackupctlError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.backup import backup_paths, backup_stream
+from backupctl.repository.restore import restore_stream
 from engine_tools.base import BackupRequest, BackupResult, ClusterTarget
 from engine_tools.postgresql import delta
 from engine_tools.postgresql import lsn as L
 from engine_tools.postgresql.connect import check_backup_ready, connect, server_system_identifier
-from engine_tools.postgresql.layout import ENGINE_KEY, EXCLUDED
+from engine_tools.postgresql.layout import CONTROL_FILE, ENGINE_KEY, EXCLUDED
 from engine_tools.postgresql.wal import read_system_identifier
 
 STOP_TIMEOUT = int(os.environ.get("BACKUPCTL_PG_STOP_TIMEOUT", "600"))
@@ -155,6 +157,24 @@ def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_
                              "prints, and take the backup again")
 
 
+def control_file_is_whole(data: bytes) -> bool:
+    """pg_control's ControlFileData ends with a CRC-32C of the bytes before it, at an offset that
+    depends on the server's version (288 in PostgreSQL 15): look for it. A chance match is one in
+    2^32 per offset tried."""
+    return any(google_crc32c.value(data[:end]) == int.from_bytes(data[end:end + 4], "little")
+               for end in range(16, min(len(data), 512) - 3, 4))
+
+
+def _check_control_file(repo: Repository, data: Snapshot) -> None:
+    """The stored copy of pg_control must be whole: read while the server rewrote it (at a checkpoint),
+    it can be torn, and the restored server would refuse to start (pgBackRest checks it too)."""
+    stored = io.BytesIO()
+    restore_stream(repo, data, stored, name=CONTROL_FILE)
+    if not control_file_is_whole(stored.getvalue()):
+        raise BackupctlError(f"the copy of {CONTROL_FILE} is torn: it was read while the server rewrote it",
+                             "take the backup again")
+
+
 def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> BackupResult:
     """A full backup, or with ``request.type == "incremental"`` one that stores only the pages of
     relation files changed since its parent's start (see delta.py); the rest is the same."""
@@ -199,6 +219,7 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
             raise BackupctlError(f"could not read {data.summary['unreadable_count']} file(s) of {data_dir}, "
                                  f"first {data.summary['unreadable'][0]}",
                                  "run backupctl as the database's OS user (e.g. postgres) or as root")
+        _check_control_file(repo, data)
         conn.execute(f"SET statement_timeout = '{STOP_TIMEOUT}s'")
         # With the logs going to this repository, store the backup's WAL here and now rather than
         # wait for the server to run archive_command (a process per segment); see _archive_own_wal.

@@ -10,3 +10,4 @@ EXCLUDED = frozenset({"pg_wal", "pg_xlog", "postmaster.pid", "postmaster.opts", 
                       "standby.signal", "recovery.done", "backupctl-restore.log"})
 EMPTY_DIRS = ("pg_wal", "pg_wal/archive_status", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
               "pg_snapshots", "pg_stat_tmp", "pg_subtrans", "pg_tblspc")
+CONTROL_FILE = "global/pg_control"

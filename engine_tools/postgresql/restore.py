@@ -31,7 +31,7 @@ from backupctl.repository.tree import Node, walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
 from engine_tools.postgresql import delta, server
 from engine_tools.postgresql import lsn as L
-from engine_tools.postgresql.layout import EMPTY_DIRS, ENGINE_KEY
+from engine_tools.postgresql.layout import CONTROL_FILE, EMPTY_DIRS, ENGINE_KEY
 from engine_tools.postgresql.pitr import Target, Window, check_target, window
 from engine_tools.postgresql.wal import Listing, prefetch, refresh_listing
 
@@ -44,7 +44,6 @@ _NOT_REACHED = "recovery ended before configured recovery target was reached"
 # pg_control is restored under another name and put in place last, once the data and the recovery
 # settings are durable: PostgreSQL will not start on a directory without it, so a restore that fails
 # or is killed halfway cannot be started by mistake (pgBackRest and pg_probackup do the same).
-CONTROL_FILE = "global/pg_control"
 PENDING_CONTROL_FILE = "global/pg_control.backupctl-restore"
 
 
