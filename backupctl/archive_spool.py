@@ -6,8 +6,9 @@ snapshot is committed it leaves a marker per extra file here: ``STATE/pushed/NAM
 holding the file's identity (size and mtime in ns, taken before it was read). When the server
 then asks to archive NAME, the marker answers "archived" at once, if the file at that path
 is still the one stored: a file of the same name and size from a cluster initialised again
-under the same name (WAL names start over) is stored again, never answered from a stale marker. ``backupctl wal-push`` checks the spool before it imports the catalogue
-(SQLAlchemy) or opens the repository, so a spooled file costs a Python start and a stat.
+under the same name (WAL names start over) is stored again, never answered from a stale
+marker. ``backupctl wal-push`` checks the spool before it imports the catalogue (SQLAlchemy)
+or opens the repository, so a spooled file costs a Python start and a stat.
 
 This module imports nothing but the standard library: it is on that fast path.
 """
@@ -33,7 +34,11 @@ def _marker(state: str, name: str) -> str:
 
 def identity(path: str) -> str:
     """What tells this file from another of the same name: its size and modification time (ns)."""
-    st = os.stat(path)
+    return identity_of(os.stat(path))
+
+
+def identity_of(st: os.stat_result) -> str:
+    """``identity`` from a stat already taken."""
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 

@@ -46,8 +46,7 @@ class FileStore:
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         path = self._path(name)
-        if not path.parent.is_dir():
-            _make_dirs(path.parent)
+        _make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -139,11 +139,11 @@ def _archive_own_wal(repo: Repository, ctx, data_dir: str, timeline: int, start_
         name = L.segment_name(timeline, seg, segment_size)
         path = os.path.join(pg_wal, name)
         if os.path.exists(os.path.join(pg_wal, "archive_status", f"{name}.done")) \
-                or archive_spool.is_marked(ctx.state_dir, name) or not os.path.exists(path):
+                or archive_spool.is_marked(ctx.state_dir, name):
             continue
         try:
             ident = archive_spool.identity(path)
-        except FileNotFoundError:          # archived and recycled meanwhile: the check below decides
+        except FileNotFoundError:          # gone (archived and recycled): the check below decides
             continue
         wal.push(repo, path, cluster=ctx.cluster, org=ctx.org, state_dir=ctx.state_dir, tags=ctx.tags)
         archive_spool.mark(ctx.state_dir, name, ident)

@@ -147,4 +147,3 @@ class PostgresTool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.2)
-

@@ -203,8 +203,8 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
     files = _not_archived_yet(repo, files, refresh_listing(repo, state_dir, cluster, org, system))
     if not files:                                     # archived before, the same bytes: done
         return PushResult(name, [])
-    identities = [archive_spool.identity(f) for f in files]     # before reading: what is stored
-    entries = [_entry(f) for f in files]
+    stats = [os.stat(f) for f in files]            # before reading: what is stored
+    entries = [_entry(f, st) for f, st in zip(files, stats)]
     segment_sizes = [e["size"] for e in entries if L.is_segment(e["name"])]
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
                           "system_identifier": system,
@@ -213,9 +213,9 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
     if snap.summary.get("warning_count"):
         raise BackupctlError(f"archiving {name} did not read every file: {snap.summary.get('warnings')}",
                              "PostgreSQL will retry; check the permissions of pg_wal")
-    for e, ident in zip(entries, identities):
+    for e, st in zip(entries, stats):
         if e["name"] != name:                          # the others: PostgreSQL asks for each later
-            archive_spool.mark(state_dir, e["name"], ident)
+            archive_spool.mark(state_dir, e["name"], archive_spool.identity_of(st))
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
 
@@ -263,8 +263,7 @@ def _same_bytes(repo: Repository, archived: ArchivedFile, path: str) -> bool:
         return compare.same and not f.read(1)
 
 
-def _entry(path: str) -> dict[str, Any]:
-    st = os.stat(path)
+def _entry(path: str, st: os.stat_result) -> dict[str, Any]:
     # when the server last wrote it: every commit in a segment is before that, and every later one
     # after it, so the restorable window ends there (not when it was archived, which can be much later)
     return {"name": os.path.basename(path), "size": st.st_size,
