@@ -184,3 +184,10 @@ class LogArchiver(Protocol):
     def restore_point(self, repo: Repository, cluster: ClusterTarget, name: str, context: LogContext,
                       wait: float) -> dict[str, Any]:
         """Create a named restore point and make sure the log holding it is archived."""
+
+    def log_windows(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
+                    positions: list[dict[str, Any]]) -> list[tuple[datetime, datetime] | None]:
+        """For base backups (their ``positions``), the time range the archived logs restore each to
+        (consistent from .. last time without a gap), or None for one the archive cannot make
+        consistent. Retention keeps what a PITR window needs by these, for logs that are no
+        catalogue rows of their own."""

@@ -9,6 +9,11 @@ backups becomes ``period``, the longest one of continuous methods becomes ``pitr
 All backups of the cluster are considered so chains are seen whole, but only backups made by
 the policy are ever deleted; the others are kept ("not made by policy P") with their chains.
 
+PostgreSQL's WAL archive is no catalogue rows: for a PITR window, the archive is read for the range
+it restores each base backup to (``LogArchiver.log_windows``), and those ranges stand in for
+continuous backups, so the window keeps the base it replays from. If the archive cannot be read,
+the policy deletes nothing.
+
 Backups in the recycle bin (their cluster was unregistered) are not a policy's any more: the
 recycle bin's own period decides (``recycle_bin``), and policies of unregistered clusters are
 not applied.
@@ -17,7 +22,7 @@ not applied.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +49,8 @@ from backupctl.retention.recycle_bin import (
 )
 
 log = logging.getLogger(__name__)
+
+ARCHIVE_PREFIX = "log archive after "      # ids of the records standing for a base's archived logs
 
 
 def record_of(b: Backup, policy_id: int | None = None) -> BackupRecord:
@@ -103,8 +110,40 @@ def plan(session: Session, *, org: str | None = None, policy: str | None = None,
         backups = list(session.scalars(select(Backup).where(Backup.cluster_id == p.cluster_id,
                                                             Backup.recycled.is_(False))))
         rules = rules_for(p, backups)
-        plans.append(PolicyPlan(p, rules, decide([record_of(b, p.id) for b in backups], rules, now)))
+        records = [record_of(b, p.id) for b in backups]
+        archived: list[BackupRecord] = []
+        if rules.pitr_window is not None:
+            records, archived = _with_log_archive(session, p, backups, records)
+        decision = decide(records + archived, rules, now)
+        for r in archived:            # they stood for the archive, which retention does not delete
+            decision.records.pop(r.id)
+            decision.keep.pop(r.id, None)
+            decision.delete.pop(r.id, None)
+        plans.append(PolicyPlan(p, rules, decision))
     return plans
+
+
+def _with_log_archive(session: Session, policy: BackupPolicy, backups: list[Backup],
+                      records: list[BackupRecord]) -> tuple[list[BackupRecord], list[BackupRecord]]:
+    """For a cluster whose logs are archived outside the catalogue (PostgreSQL's WAL), what the archive
+    restores each base backup to, as a continuous record, so that the PITR window keeps the base it
+    replays from. When the archive cannot be read, every backup is kept: retention does not guess."""
+    from backupctl.services.archiving import log_windows
+
+    by_name = {r.id: r for r in records}
+    bases = [b for b in backups if by_name[b.name].completed and b.type in ("full", "incremental")]
+    try:
+        windows = log_windows(session, policy.cluster, bases)
+    except BackupctlError as exc:
+        why = f"PITR window unknown: the log archive cannot be read ({exc.message})"
+        return [replace(r, pinned=r.pinned or why) for r in records], []
+    archived = []
+    for b, w in zip(bases, windows or []):
+        if w is not None:
+            end = by_name[b.name].end              # consistent before then: the window is from then on
+            archived.append(BackupRecord(id=f"{ARCHIVE_PREFIX}{b.name}", type="continuous", start=end,
+                                         end=max(end, w[1]), restorable_from=end, restorable_to=max(end, w[1])))
+    return records, archived
 
 
 def plan_recycle_bin(session: Session, *, org: str | None = None, now: datetime | None = None) -> RecycleBinPlan:

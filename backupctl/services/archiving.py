@@ -12,12 +12,13 @@ import os
 import shlex
 import shutil
 import sys
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from backupctl import archive_spool
-from backupctl.catalog.models import Cluster
+from backupctl.catalog.models import Backup, Cluster
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
@@ -97,6 +98,18 @@ def restore_point(session: Session, cluster: str, name: str, org: str | None = N
     c, tool, repo, ctx = _open(session, cluster, org)
     with repo:
         return tool.restore_point(repo, target_of(c), name, ctx, wait)
+
+
+def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list[tuple[datetime, datetime] | None] | None:
+    """The time range the cluster's log archive restores each base backup to (None for one it cannot
+    make consistent); None when the cluster's engine archives no logs of its own here."""
+    try:
+        tool, method = archiver_of(cluster)
+    except UsageError:
+        return None
+    with open_repository(resolve_repository(session, cluster, method, None)) as repo:
+        return tool.log_windows(repo, target_of(cluster), context_for(cluster.name, cluster.organisation.name),
+                                [b.positions or {} for b in bases])
 
 
 def archive_config(session: Session, cluster: str, org: str | None = None) -> str:

@@ -8,6 +8,7 @@ restore stages), ``connect.py``, ``server.py`` (pg_ctl and friends), ``lsn.py``.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from backupctl.errors import BackupctlError, UsageError
@@ -118,6 +119,24 @@ class PostgresTool:
         listing = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org, system)
         out = wal.status(listing, current_lsn=current, current_timeline=timeline)
         out["archiver"] = archiver
+        return out
+
+    def log_windows(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
+                    positions: list[dict[str, Any]]) -> list[tuple[datetime, datetime] | None]:
+        from engine_tools.postgresql.pitr import window
+
+        listings: dict[str | None, wal.Listing] = {}    # one per database system (see refresh_listing)
+        out: list[tuple[datetime, datetime] | None] = []
+        for p in positions:
+            system = p.get("system_identifier")
+            if system not in listings:
+                listings[system] = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org, system)
+            try:
+                w = window(p, listings[system], cluster=cluster.name)
+            except (BackupctlError, KeyError, ValueError):   # WAL to make it consistent missing, or no positions
+                out.append(None)
+            else:
+                out.append((w.start_time, w.end_time))
         return out
 
     def restore_point(self, repo: Repository, cluster: ClusterTarget, name: str, context: LogContext,
