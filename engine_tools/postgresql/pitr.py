@@ -92,9 +92,17 @@ def window(positions: dict[str, Any], listing: Listing, *, cluster: str) -> Wind
 
 
 def check_target(target: Target, w: Window, listing: Listing, *, cluster: str) -> None:
-    """Refuse a target outside the window, saying what the window is."""
+    """Refuse a target outside the window, saying what the window is; and, without a target, a gap
+    in the archive with later segments of the timeline after it: recovery would take the missing
+    segment for the end of the WAL and promote there, without what the later segments hold."""
     kind = target.kind()
     gap = f"; WAL segment {w.first_missing} is the first one not archived" if w.first_missing else ""
+    if kind is None and w.first_missing and any(f.name > w.first_missing for f in listing.segments(w.timeline)):
+        raise BackupctlError(f"WAL segment {w.first_missing} of cluster {cluster} is not in the archive, but later "
+                             "segments of its timeline are: a restore to the latest state would stop at the gap and "
+                             f"lose what follows it. Restorable without a gap: {w.describe()}",
+                             "restore to a time inside that window (--restore-time), or put the segment back into "
+                             "the archive ('backupctl wal-push') if the server still has it")
     if kind == "time":
         t = target.time
         if t < w.start_time or t > w.end_time:
@@ -108,6 +116,11 @@ def check_target(target: Target, w: Window, listing: Listing, *, cluster: str) -
                              f"{cluster}: {w.describe()}{gap}", "choose an LSN inside the window, or another backup")
     elif kind == "name":
         rp = listing.restore_points.get(target.name)
+        if target.name in listing.repeated_points:
+            lsns = ", ".join(listing.repeated_points[target.name])
+            raise UsageError(f"restore point {target.name!r} was created more than once in the archive of cluster "
+                             f"{cluster} (LSN {lsns}); recovery stops at the first one it meets",
+                             "restore to the one you mean with --target-lsn")
         if rp is None:
             known = ", ".join(sorted(listing.restore_points)) or "none"
             raise UsageError(f"no restore point named {target.name!r} in the archive of cluster {cluster} "

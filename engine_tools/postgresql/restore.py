@@ -184,6 +184,10 @@ class RestorePlan:
                 lines.append(f"recovery_target_xid = '{t.xid}'")
             elif t.name is not None:
                 lines.append(f"recovery_target_name = '{_quote(t.name)}'")
+            if t.kind() is not None and self.window is not None:
+                # the timeline the target was checked on: by default recovery follows the newest
+                # timeline, and a time on this one after a later fork would give that branch's state
+                lines.append(f"recovery_target_timeline = '{self.window.timeline}'")
         if self.request.port:
             lines.append(f"port = {int(self.request.port)}")
         auto = os.path.join(self.target_dir, "postgresql.auto.conf")

@@ -146,13 +146,18 @@ class PostgresTool:
         from engine_tools.postgresql.connect import connect, server_system_identifier
 
         with connect(cluster) as conn:
+            system = server_system_identifier(conn)
+            made = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org, system).restore_points
+            if name in made:       # recovery_target_name stops at the first of two: the later could not be reached
+                raise UsageError(f"cluster {cluster.name} has a restore point named {name!r} already "
+                                 f"(LSN {made[name].lsn}, {made[name].time})", "choose another name")
             lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()[0]
             timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
             segment = conn.execute("SELECT pg_walfile_name(%s::pg_lsn)", [lsn]).fetchone()[0]
             conn.execute("SELECT pg_switch_wal()")
             wal.record_restore_point(repo, cluster=cluster.name, org=context.org, name=name, lsn=lsn,
                                      timeline=timeline, state_dir=context.state_dir, tags=context.tags,
-                                     system_identifier=server_system_identifier(conn))
+                                     system_identifier=system)
             archived = self._wait_archived(conn, segment, wait)
         return {"name": name, "lsn": lsn, "timeline": timeline, "segment": segment, "archived": archived}
 

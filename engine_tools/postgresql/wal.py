@@ -71,6 +71,7 @@ class Listing:
 
     files: dict[str, ArchivedFile] = field(default_factory=dict)
     restore_points: dict[str, RestorePointRecord] = field(default_factory=dict)
+    repeated_points: dict[str, list[str]] = field(default_factory=dict)   # name -> LSNs, when made twice
     segment_size: int | None = None
 
     def segments(self, timeline: int | None = None) -> list[ArchivedFile]:
@@ -157,6 +158,9 @@ def _listing_from(seen: dict[str, Any], system_identifier: str | None = None) ->
                                                     entry.get("system_identifier"), f.get("written"))
         rp = entry.get("restore_point")
         if rp:
+            earlier = listing.restore_points.get(rp["name"])
+            if earlier is not None:
+                listing.repeated_points.setdefault(rp["name"], [earlier.lsn]).append(rp["lsn"])
             listing.restore_points[rp["name"]] = RestorePointRecord(rp["name"], rp["lsn"], entry["time"],
                                                                     rp["timeline"], sid)
         if entry.get("segment_size"):

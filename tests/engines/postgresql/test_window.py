@@ -40,3 +40,18 @@ def test_segments_archived_before_their_write_time_was_recorded_end_the_window_w
     listing = _listing({2: None, 3: None}, timedelta(minutes=10))
     w = window(POSITIONS, listing, cluster="pg1")
     assert w.end_time == w.certain_time == T0 + timedelta(minutes=10)
+
+
+def test_a_restore_point_name_the_archive_holds_twice_is_refused():
+    """Archives written before names were checked can hold one twice; recovery would stop at the
+    first, so the name is ambiguous and the error gives both LSNs."""
+    segments = {f"s{seg}": {"time": T0.isoformat(), "files": [{"name": f"00000001000000000000000{seg}", "size": SIZE}]}
+                for seg in (2, 3)}
+    listing = wal._listing_from({**segments,
+                                 "p1": {"time": T0.isoformat(),
+                                        "restore_point": {"name": "dup", "lsn": "0/3000100", "timeline": 1}},
+                                 "p2": {"time": (T0 + timedelta(seconds=1)).isoformat(),
+                                        "restore_point": {"name": "dup", "lsn": "0/3000200", "timeline": 1}}})
+    w = window(POSITIONS, listing, cluster="pg1")
+    with pytest.raises(UsageError, match=r"created more than once .*LSN 0/3000100, 0/3000200"):
+        check_target(Target(name="dup"), w, listing, cluster="pg1")
