@@ -78,6 +78,17 @@ def _status(cluster: str, org: str) -> dict:
         return service.status(s, cluster, org)
 
 
+def _archiving_failure(data: dict) -> str | None:
+    """What the server says about archiving failing now: its last failure is newer than its last success."""
+    a = data.get("archiver") or {}
+    if not a.get("failed_count") or not a.get("last_failed_wal"):
+        return None
+    if a.get("last_archived_time") and a["last_archived_time"] >= (a.get("last_failed_time") or ""):
+        return None
+    return (f"archive_command is failing: {a['last_failed_wal']} failed at {a.get('last_failed_time')} "
+            f"({a['failed_count']} failures; last success {a.get('last_archived_time') or 'never'})")
+
+
 def _print_status(data: dict, as_json: bool) -> None:
     if as_json:
         print_json(data)
@@ -91,6 +102,9 @@ def _print_status(data: dict, as_json: bool) -> None:
                   if data.get("lag_bytes") is not None else ""))
     if data["archiver"].get("server") != "reachable":
         click.echo(f"server: {data['archiver'].get('server')}")
+    failure = _archiving_failure(data)
+    if failure:
+        click.echo(failure)
 
 
 @command.command("status")
@@ -107,9 +121,19 @@ def status(cluster: str, org: str, as_json: bool) -> None:
 @org_option
 @json_option
 def verify_command(cluster: str, org: str, as_json: bool) -> None:
-    """'wal status', exiting with status 4 when a timeline's archive has a gap (for monitoring)."""
+    """'wal status', exiting with status 4 when archiving fails now, nothing is archived, or a
+    timeline's archive has a gap (for monitoring)."""
     data = _status(cluster, org)
     _print_status(data, as_json)
+    failure = _archiving_failure(data)
+    if failure:
+        raise IntegrityError(f"cluster {cluster}: {failure}",
+                             "the server log says why (look for 'archive command failed'); the archive lag grows "
+                             "until it is fixed")
+    if not data["timelines"]:
+        raise IntegrityError(f"nothing is archived for cluster {cluster}",
+                             f"set the lines of 'backupctl cluster show {cluster} --archive-config' in "
+                             "postgresql.conf and restart the server")
     gaps = [(tl, t) for tl, t in data["timelines"].items() if t["missing_count"]]
     if gaps:
         tl, t = gaps[0]

@@ -60,6 +60,8 @@ def test_wal_verify_exits_4_naming_the_first_missing_segment(tmp_path):
     # the server is not running: status says so and still reads the archive
     assert backupctl("cluster", "register", "c", "--engine", "postgresql", "--host", str(tmp_path / "nosock"),
                      "--port", "5").returncode == 0
+    empty = backupctl("wal-verify", "--cluster", "c")          # a check that passes with nothing archived lies
+    assert empty.returncode == 4 and "nothing is archived for cluster c" in empty.stderr, empty.stderr
     pg_wal = tmp_path / "data" / "pg_wal"
     (pg_wal / "archive_status").mkdir(parents=True)
     for name in SEGMENTS[:2]:
