@@ -198,3 +198,26 @@ def pg_env() -> Iterator[Env]:
     env = make_env()
     yield env
     drop_env(env)
+
+
+def commit_timed_source(env: Env, name: str = "src") -> tuple[Instance, psycopg.Connection]:
+    """A new instance with commit timestamps (the exact times recovery_target_time is compared with)
+    and an empty table t(id), and a connection to it."""
+    src = make_instance(env, name)
+    with src.connect() as c:
+        c.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+    src.ctl("restart")
+    conn = src.connect()
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    return src, conn
+
+
+def restored_rows(world: dict, target: Path, port: int) -> list[int]:
+    """The ids in table t of the server restored into ``target`` (promoted by now), which is then stopped."""
+    try:
+        with psycopg.connect(host=str(world["env"].sock), port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+            return [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")]
+    finally:
+        as_postgres([f"{BINDIR}/pg_ctl", "stop", "-D", str(target), "-m", "immediate", "-w"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.postgresql.conftest import drop_env, free_port, make_env, make_instance
+from tests.engines.postgresql.conftest import drop_env, free_port, make_env, make_instance, restored_rows
 
 BATCH = 5
 
@@ -74,20 +74,6 @@ def restore(world, name: str, *args: str, check: bool = True):
     return proc, target, port
 
 
-def rows_of_restored(world, target, port) -> list[int]:
-    import psycopg
-
-    try:
-        with psycopg.connect(host=str(world["env"].sock), port=port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
-            return [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")]
-    finally:
-        from tests.engines.postgresql.conftest import as_postgres, BINDIR
-
-        as_postgres([f"{BINDIR}/pg_ctl", "stop", "-D", str(target), "-m", "immediate", "-w"])
-
-
 def test_full_backup_records_positions_and_restorable_range(world):
     b = world["backup"]
     pos = b["positions"]
@@ -107,29 +93,29 @@ def test_restore_to_latest_has_every_archived_row(world):
     assert fetched["details"]["files"] >= 2, fetched                 # replay read WAL fetched ahead...
     assert not os.path.exists(fetched["details"]["spool"])          # ...and the spool is gone afterwards
     assert all(s["seconds"] >= 0 for s in data["stages"]) and data["rto_seconds"] > 0
-    assert rows_of_restored(world, target, port) == world["all"]
+    assert restored_rows(world, target, port) == world["all"]
     assert not (target / "global" / "pg_control.backupctl-restore").exists()      # put in place at the end
 
 
 def test_restore_to_a_time_has_exactly_the_rows_committed_before_it(world):
     proc, target, port = restore(world, "at-time", "--restore-time", world["t1"].isoformat())
-    assert rows_of_restored(world, target, port) == world["before_t1"]
+    assert restored_rows(world, target, port) == world["before_t1"]
 
 
 def test_restore_to_an_lsn_has_exactly_the_rows_committed_before_it(world):
     proc, target, port = restore(world, "at-lsn", "--target-lsn", world["lsn2"])
-    assert rows_of_restored(world, target, port) == world["before_lsn2"]
+    assert restored_rows(world, target, port) == world["before_lsn2"]
 
 
 def test_restore_to_a_transaction_id_includes_that_transaction_and_nothing_after(world):
     proc, target, port = restore(world, "at-xid", "--target-xid", str(world["xid"]))
     assert json.loads(proc.stdout)["target"] == {"kind": "xid", "value": str(world["xid"])}
-    assert rows_of_restored(world, target, port) == world["through_xid"]     # recovery_target_inclusive = on
+    assert restored_rows(world, target, port) == world["through_xid"]     # recovery_target_inclusive = on
 
 
 def test_restore_to_a_named_restore_point(world):
     proc, target, port = restore(world, "at-name", "--target-name", "rp1")
-    assert rows_of_restored(world, target, port) == world["before_rp1"]
+    assert restored_rows(world, target, port) == world["before_rp1"]
 
 
 def test_restore_time_outside_the_window_is_refused_with_the_window(world):

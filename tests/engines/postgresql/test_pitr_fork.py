@@ -12,19 +12,14 @@ import time
 
 import pytest
 
-from tests.engines.postgresql.conftest import drop_env, make_env, make_instance
-from tests.engines.postgresql.test_pitr_targets import _batch, restore, rows
+from tests.engines.postgresql.conftest import commit_timed_source, drop_env, make_env, restored_rows
+from tests.engines.postgresql.test_pitr_targets import _batch, restore
 
 
 @pytest.fixture(scope="module")
 def world():
     env = make_env()
-    src = make_instance(env, "src")
-    with src.connect() as c:
-        c.execute("ALTER SYSTEM SET track_commit_timestamp = on")
-    src.ctl("restart")
-    conn = src.connect()
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    src, conn = commit_timed_source(env)
     _batch(conn, 1)
     b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
     _batch(conn, 6)
@@ -75,11 +70,11 @@ def test_time_on_timeline_1_after_the_fork(world):
     if proc.returncode != 0:
         assert proc.returncode == 2, proc.stderr
         return
-    got = rows(world, target, port)
+    got = restored_rows(world, target, port)
     assert got == list(range(1, 14)), f"restore to {world['ts'][13].isoformat()} (timeline 1) gave rows {got}"
 
 
 def test_latest_follows_timeline_2(world):
     proc, target, port = restore(world, "tl2-latest", "--backup", world["b1"]["name"], check=False)
     assert proc.returncode == 0, proc.stderr
-    assert rows(world, target, port) == list(range(1, 11)) + list(range(16, 26))
+    assert restored_rows(world, target, port) == list(range(1, 11)) + list(range(16, 26))

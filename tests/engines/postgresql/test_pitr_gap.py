@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tests.engines.postgresql.conftest import PASSWORD, drop_env, make_env, make_instance
-from tests.engines.postgresql.test_pitr_targets import _batch, restore, rows, stop
+from tests.engines.postgresql.conftest import PASSWORD, commit_timed_source, drop_env, make_env, restored_rows
+from tests.engines.postgresql.test_pitr_targets import _batch, restore, stop
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +20,7 @@ def world(tmp_path_factory):
     from engine_tools.postgresql import wal
 
     env = make_env()
-    src = make_instance(env, "src")
-    with src.connect() as c:
-        c.execute("ALTER SYSTEM SET track_commit_timestamp = on")
-    src.ctl("restart")
-    conn = src.connect()
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    src, conn = commit_timed_source(env)
     _batch(conn, 1)
     b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
     segs = {}
@@ -57,7 +52,7 @@ def test_wal_status_names_the_gap(world):
 def test_time_before_the_gap_restores_exactly(world):
     t = world["ts"][12]            # not in the last segment before the gap (see test_review_pitr_window_end.py)
     proc, target, port = restore(world, "before-gap", "--backup", world["b1"]["name"], "--restore-time", t.isoformat())
-    assert rows(world, target, port) == [i for i in world["all"] if i <= 12]
+    assert restored_rows(world, target, port) == [i for i in world["all"] if i <= 12]
 
 
 def test_time_after_the_gap_is_refused_naming_the_segment(world):
@@ -71,7 +66,7 @@ def test_restore_to_latest_over_a_gap_fails_naming_the_segment(world):
     """Segments after the gap are archived (ids 40..44): promoting at the gap loses them silently."""
     proc, target, port = restore(world, "latest-gap", "--backup", world["b1"]["name"], check=False)
     if proc.returncode == 0:
-        got = rows(world, target, port)
+        got = restored_rows(world, target, port)
         pytest.fail(f"restore to latest succeeded over the gap {world['gap']}: rows {got}, "
                     f"archived rows {world['all']}")
     stop(target)

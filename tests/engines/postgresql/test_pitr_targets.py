@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-import psycopg
 import pytest
 
-from tests.engines.postgresql.conftest import BINDIR, as_postgres, drop_env, free_port, make_env, make_instance
+from tests.engines.postgresql.conftest import (BINDIR, as_postgres, commit_timed_source, drop_env, free_port,
+                                               make_env, restored_rows)
 
 US = timedelta(microseconds=1)
 
@@ -28,12 +28,7 @@ def _batch(conn, first: int, n: int = 5) -> list[int]:
 @pytest.fixture(scope="module")
 def world():
     env = make_env()
-    src = make_instance(env, "src")
-    with src.connect() as c:
-        c.execute("ALTER SYSTEM SET track_commit_timestamp = on")
-    src.ctl("restart")
-    conn = src.connect()
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    src, conn = commit_timed_source(env)
     _batch(conn, 1)                                                     # 1..5
     b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
     _batch(conn, 6)                                                     # 6..10
@@ -52,7 +47,8 @@ def world():
     rows = conn.execute("SELECT id, pg_xact_commit_timestamp(xmin), xmin::text FROM t ORDER BY id").fetchall()
     ts = {r[0]: r[1] for r in rows}
     xid = {r[0]: r[2] for r in rows}
-    w = {"env": env, "src": src, "b1": b1, "b2": b2, "b3": b3, "again": again, "ts": ts, "xid": xid, "all": [r[0] for r in rows]}
+    w = {"env": env, "src": src, "b1": b1, "b2": b2, "b3": b3, "again": again, "ts": ts, "xid": xid,
+         "all": [r[0] for r in rows]}
     yield w
     conn.close()
     src.stop()
@@ -68,16 +64,6 @@ def restore(world, name: str, *args: str, check: bool = True):
     return proc, target, port
 
 
-def rows(world, target, port) -> list[int]:
-    try:
-        with psycopg.connect(host=str(world["env"].sock), port=port, user="postgres", dbname="postgres",
-                             autocommit=True) as conn:
-            assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
-            return [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")]
-    finally:
-        as_postgres([f"{BINDIR}/pg_ctl", "stop", "-D", str(target), "-m", "immediate", "-w"])
-
-
 def stop(target) -> None:
     as_postgres([f"{BINDIR}/pg_ctl", "stop", "-D", str(target), "-m", "immediate", "-w"])
 
@@ -85,22 +71,22 @@ def stop(target) -> None:
 def test_time_equal_to_a_commit_timestamp_is_inclusive(world):
     proc, target, port = restore(world, "eq", "--backup", world["b1"]["name"], "--restore-time",
                                  world["ts"][8].astimezone(timezone.utc).isoformat())
-    assert rows(world, target, port) == list(range(1, 9))
+    assert restored_rows(world, target, port) == list(range(1, 9))
 
 
 def test_time_one_microsecond_before_a_commit_excludes_it(world):
     t = (world["ts"][8] - US).astimezone(timezone.utc)
     proc, target, port = restore(world, "eq-1us", "--backup", world["b1"]["name"], "--restore-time", t.isoformat())
-    assert rows(world, target, port) == list(range(1, 8))
+    assert restored_rows(world, target, port) == list(range(1, 8))
 
 
 def test_time_in_a_non_utc_offset(world):
     t = (world["ts"][13] - US).astimezone(timezone(timedelta(hours=-7, minutes=-30)))
     proc, target, port = restore(world, "offset", "--backup", world["b1"]["name"], "--restore-time", t.isoformat())
-    assert rows(world, target, port) == list(range(1, 13))
+    assert restored_rows(world, target, port) == list(range(1, 13))
     t = world["ts"][13].astimezone(timezone(timedelta(hours=5, minutes=30)))
     proc, target, port = restore(world, "offset2", "--backup", world["b1"]["name"], "--restore-time", t.isoformat())
-    assert rows(world, target, port) == list(range(1, 14))
+    assert restored_rows(world, target, port) == list(range(1, 14))
 
 
 def test_time_without_a_zone_is_refused(world):
@@ -130,7 +116,7 @@ def test_cluster_restore_chooses_the_newest_backup_consistent_before_the_target(
     t = world["ts"][row]
     proc, target, port = restore(world, f"choose-{row}", "--cluster", "src", "--restore-time", t.isoformat())
     assert json.loads(proc.stdout)["backup"] == world[expect_backup]["name"]
-    assert rows(world, target, port) == list(range(1, row + 1))
+    assert restored_rows(world, target, port) == list(range(1, row + 1))
 
 
 def test_restore_point_name_used_twice(world):
@@ -138,7 +124,7 @@ def test_restore_point_name_used_twice(world):
     so making it is refused, and a restore to the name stops at the first (after row 10)."""
     assert world["again"].returncode == 2 and "has a restore point named 'dup' already" in world["again"].stderr
     proc, target, port = restore(world, "dup", "--backup", world["b1"]["name"], "--target-name", "dup")
-    assert rows(world, target, port) == list(range(1, 11))
+    assert restored_rows(world, target, port) == list(range(1, 11))
 
 
 def test_xid_committed_before_the_backup_fails_loudly(world):
