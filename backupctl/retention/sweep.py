@@ -141,8 +141,9 @@ def _with_log_archive(session: Session, policy: BackupPolicy, backups: list[Back
     for b, w in zip(bases, windows or []):
         if w is not None:
             end = by_name[b.name].end              # consistent before then: the window is from then on
-            archived.append(BackupRecord(id=f"{ARCHIVE_PREFIX}{b.name}", type="continuous", start=end,
-                                         end=max(end, w[1]), restorable_from=end, restorable_to=max(end, w[1])))
+            until = max(end, w[1])
+            archived.append(BackupRecord(id=f"{ARCHIVE_PREFIX}{b.name}", type="continuous", start=end, end=until,
+                                         restorable_from=end, restorable_to=until))
     return records, archived
 
 
