@@ -10,8 +10,8 @@ import time
 import pytest
 
 from engine_tools.postgresql.backup import SETTLE_NS
-from tests.engines.postgresql.conftest import drop_env, make_instance, make_env
-from tests.engines.postgresql.test_pitr import insert_batch, mark, rows_of_restored
+from tests.engines.postgresql.conftest import drop_env, make_env, make_instance, restored_rows
+from tests.engines.postgresql.test_pitr import insert_batch, mark
 
 CHECKSUM = "SELECT count(*), sum(hashtext(v)) FROM big"
 
@@ -118,18 +118,18 @@ def test_restore_of_a_chain_of_incrementals_to_latest(world):
         assert conn.execute("SELECT count(*) FROM later").fetchone()[0] == 1000
         for table in ("still", "recent"):      # one taken whole from the full, one as a page delta
             assert conn.execute(f"SELECT count(*), sum(g) FROM {table}").fetchone() == (10000, 50005000)
-    assert rows_of_restored(world, target, port) == world["all"]
+    assert restored_rows(world, target, port) == world["all"]
 
 
 def test_point_in_time_restore_from_an_incremental(world):
     target, port = restore(world, world["inc1"]["name"], "inc-pitr", "--restore-time", world["t_mid"].isoformat())
-    assert rows_of_restored(world, target, port) == world["before_mid"]
+    assert restored_rows(world, target, port) == world["before_mid"]
 
 
 def test_restore_by_cluster_and_time_picks_the_newest_base_before_that_time(world):
     target, port = restore(world, None, "inc-auto", "--restore-time", world["t_mid"].isoformat())
     assert world["last_restore"]["backup"] == world["inc1"]["name"]      # inc2 was taken after t_mid
-    assert rows_of_restored(world, target, port) == world["before_mid"]
+    assert restored_rows(world, target, port) == world["before_mid"]
 
 
 def test_a_later_full_reads_every_file_and_stores_only_the_chunks_that_changed(world):
