@@ -191,3 +191,9 @@ class LogArchiver(Protocol):
         (consistent from .. last time without a gap), or None for one the archive cannot make
         consistent. Retention keeps what a PITR window needs by these, for logs that are no
         catalogue rows of their own."""
+
+    def expire_logs(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
+                    positions: list[dict[str, Any]]) -> dict[str, Any]:
+        """Forget the archived logs that none of these base backups (every one the cluster still has,
+        by their ``positions``) replays; the repository's gc then reclaims their space. Returns what
+        went, as JSON-ready figures."""

@@ -49,6 +49,8 @@ def run(dry_run: bool, org: str | None, policy: str | None, no_gc: bool, as_json
             _print_decision(d, dry_run)
         if report:
             click.echo(f"deleted {len(report.deleted)} backup(s)")
+            for cluster, figures in report.logs.items():
+                click.echo(f"log archive of {cluster}: " + _log_expiry_line(figures))
             for name, why in report.errors.items():
                 click.echo(f"error: {name}: {why}", err=True)
             for name, result in report.gc.items():
@@ -61,3 +63,11 @@ def _print_decision(d: Decision, dry_run: bool) -> None:
         click.echo(f"  {verb} {r.id} ({r.type.value}): {d.delete[r.id]}")
     for r in d.kept():
         click.echo(f"  keep   {r.id} ({r.type.value}): {'; '.join(d.keep[r.id])}")
+
+
+def _log_expiry_line(figures: dict) -> str:
+    if figures.get("held"):
+        return f"nothing expired: {figures['held']}"
+    kept = ", ".join(sorted(figures.get("kept_from", {}).values())) or "everything (no base backup)"
+    return f"expired {figures.get('files_expired', 0)} file(s) in {figures.get('snapshots_forgotten', 0)} " \
+           f"snapshot(s); kept from {kept}"

@@ -12,7 +12,9 @@ the policy are ever deleted; the others are kept ("not made by policy P") with t
 PostgreSQL's WAL archive is no catalogue rows: for a PITR window, the archive is read for the range
 it restores each base backup to (``LogArchiver.log_windows``), and those ranges stand in for
 continuous backups, so the window keeps the base it replays from. If the archive cannot be read,
-the policy deletes nothing.
+the policy deletes nothing. After the deletions, each swept cluster's log archive is expired back
+to the earliest base backup the cluster still has (``LogArchiver.expire_logs``), as pgBackRest's
+expire does: WAL that no remaining base can replay is forgotten, and gc reclaims it.
 
 Backups in the recycle bin (their cluster was unregistered) are not a policy's any more: the
 recycle bin's own period decides (``recycle_bin``), and policies of unregistered clusters are
@@ -22,6 +24,7 @@ not applied.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -36,6 +39,7 @@ from backupctl.catalog.models import (
     Backup,
     BackupPolicy,
     BackupRepository,
+    Cluster,
     utcnow,
 )
 from backupctl.errors import BackupctlError
@@ -169,9 +173,10 @@ class SweepReport:
     deleted: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     gc: dict[str, str] = field(default_factory=dict)
+    logs: dict[str, dict[str, Any]] = field(default_factory=dict)     # cluster -> what its log expiry did
 
     def to_dict(self) -> dict[str, Any]:
-        return {"deleted": self.deleted, "errors": self.errors, "gc": self.gc}
+        return {"deleted": self.deleted, "errors": self.errors, "gc": self.gc, "log_expiry": self.logs}
 
 
 def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True,
@@ -194,6 +199,7 @@ def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True,
             if backup is None or not backup.recycled:
                 continue
             _delete(session, backup, report, touched)
+    _expire_logs(session, {p.policy.cluster.id: p.policy.cluster for p in plans}.values(), report, touched)
     if reclaim:
         from backupctl.repository.gc import gc
 
@@ -223,6 +229,27 @@ def _delete(session: Session, backup: Backup, report: SweepReport, touched: set[
         return
     report.deleted.append(name)
     touched.add(repository)
+
+
+def _expire_logs(session: Session, clusters: Iterable[Cluster], report: SweepReport, touched: set[str]) -> None:
+    """After the deletions, the log archive of each cluster swept goes back to the earliest base backup
+    the cluster still has (of any policy, or none; recycled ones of a former registration too)."""
+    from backupctl.services.archiving import expire_logs
+
+    for cluster in clusters:
+        bases = list(session.scalars(select(Backup).where(
+            Backup.organisation_id == cluster.organisation_id, Backup.cluster_name == cluster.name,
+            Backup.type.in_(("full", "incremental")), Backup.phase == PHASE_COMPLETED)))
+        try:
+            done = expire_logs(session, cluster, bases)
+        except BackupctlError as exc:
+            report.errors[f"log archive of {cluster.name}"] = str(exc)
+            continue
+        if done is not None:
+            repository, figures = done
+            report.logs[cluster.name] = figures
+            if figures.get("snapshots_forgotten"):
+                touched.add(repository)
 
 
 def sweep(session: Session, *, org: str | None = None, reclaim: bool = True) -> SweepReport:

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backupctl import archive_spool
-from backupctl.catalog.models import Backup, Cluster
+from backupctl.catalog.models import Backup, BackupRepository, Cluster
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
@@ -100,16 +100,36 @@ def restore_point(session: Session, cluster: str, name: str, org: str | None = N
         return tool.restore_point(repo, target_of(c), name, ctx, wait)
 
 
-def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list[tuple[datetime, datetime] | None] | None:
-    """The time range the cluster's log archive restores each base backup to (None for one it cannot
-    make consistent); None when the cluster's engine archives no logs of its own here."""
+def _archive_of(cluster: Cluster, session: Session) -> tuple[LogArchiver, BackupRepository, LogContext] | None:
+    """The plugin archiving the cluster's logs, their repository and context; None when the
+    cluster's engine archives no logs of its own here."""
     try:
         tool, method = archiver_of(cluster)
     except UsageError:
         return None
-    with open_repository(resolve_repository(session, cluster, method, None)) as repo:
-        return tool.log_windows(repo, target_of(cluster), context_for(cluster.name, cluster.organisation.name),
-                                [b.positions or {} for b in bases])
+    return tool, resolve_repository(session, cluster, method, None), context_for(cluster.name, cluster.organisation.name)
+
+
+def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list[tuple[datetime, datetime] | None] | None:
+    """The time range the cluster's log archive restores each base backup to (None for one it cannot
+    make consistent); None when the cluster's engine archives no logs of its own here."""
+    archive = _archive_of(cluster, session)
+    if archive is None:
+        return None
+    tool, row, ctx = archive
+    with open_repository(row) as repo:
+        return tool.log_windows(repo, target_of(cluster), ctx, [b.positions or {} for b in bases])
+
+
+def expire_logs(session: Session, cluster: Cluster, bases: list[Backup]) -> tuple[str, dict[str, Any]] | None:
+    """Forget the archived logs none of ``bases`` (every base backup the cluster still has) replays:
+    the archive's repository and what went; None when the engine archives no logs of its own here."""
+    archive = _archive_of(cluster, session)
+    if archive is None:
+        return None
+    tool, row, ctx = archive
+    with open_repository(row) as repo:
+        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, [b.positions or {} for b in bases])
 
 
 def archive_config(session: Session, cluster: str, org: str | None = None) -> str:

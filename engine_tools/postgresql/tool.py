@@ -139,6 +139,10 @@ class PostgresTool:
                 out.append((w.start_time, w.end_time))
         return out
 
+    def expire_logs(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
+                    positions: list[dict[str, Any]]) -> dict[str, Any]:
+        return wal.expire(repo, context.state_dir, cluster.name, context.org, positions).to_dict()
+
     def restore_point(self, repo: Repository, cluster: ClusterTarget, name: str, context: LogContext,
                       wait: float) -> dict[str, Any]:
         if not name or len(name) >= 64:

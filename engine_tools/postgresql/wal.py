@@ -113,6 +113,11 @@ def refresh_listing(repo: Repository, state_dir: str, cluster: str, org: str,
     With ``system_identifier``, only the files of that database system: a cluster initialised again
     under the same name archives WAL of the same names, which a restore of the earlier system's
     backups must never replay (PostgreSQL would take it for the end of the WAL and promote)."""
+    return _listing_from(_archive_snapshots(repo, state_dir, cluster, org), system_identifier)
+
+
+def _archive_snapshots(repo: Repository, state_dir: str, cluster: str, org: str) -> dict[str, Any]:
+    """The cluster's archive snapshots (id -> what each holds), from the cached listing brought up to date."""
     path = _listing_path(state_dir, repo)
     try:
         with open(path, "rb") as f:
@@ -145,7 +150,7 @@ def refresh_listing(repo: Repository, state_dir: str, cluster: str, org: str,
             _atomic_write(path, json.dumps({"cluster": cluster, "org": org, "snapshots": seen}).encode())
         except OSError:
             pass                            # a read-only state directory only costs speed
-    return _listing_from(seen, system_identifier)
+    return seen
 
 
 def _listing_from(seen: dict[str, Any], system_identifier: str | None = None) -> Listing:
@@ -380,6 +385,62 @@ def record_restore_point(repo: Repository, *, cluster: str, org: str, name: str,
                          metadata=meta)
     _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return snap.id
+
+
+# -- expiry ----------------------------------------------------------------------------------------------
+@dataclass
+class Expiry:
+    snapshots: int = 0               # archive snapshots forgotten (their data goes with the repository's gc)
+    files: int = 0                   # WAL files in them
+    kept_from: dict[str, str] = field(default_factory=dict)   # database system -> first segment kept
+    held: str | None = None          # why nothing was expired, when something stopped it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"snapshots_forgotten": self.snapshots, "files_expired": self.files, "kept_from": self.kept_from,
+                "held": self.held}
+
+
+def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list[dict[str, Any]]) -> Expiry:
+    """Forget the archived WAL that no base backup in ``bases`` (the positions of every base backup
+    the cluster still has) replays: segments, partial segments, backup history files and restore
+    points before the earliest base's start, per database system. As pgBackRest's expire, timeline
+    history files stay (they are small, and a restore follows them), and a system with no base
+    backup keeps all its WAL: a backup may be running, or the only bases deleted by hand."""
+    unplaced = [p for p in bases if not (p.get("system_identifier") and p.get("start_lsn") and p.get("segment_size"))]
+    if unplaced:           # a base whose start is unknown could need any WAL: expire none
+        return Expiry(held=f"{len(unplaced)} base backup(s) record no start LSN or database system")
+    earliest: dict[str, dict[str, Any]] = {}          # system -> the positions of its earliest base
+    for p in bases:
+        system = p["system_identifier"]
+        if system not in earliest or L.parse_lsn(p["start_lsn"]) < L.parse_lsn(earliest[system]["start_lsn"]):
+            earliest[system] = p
+    result = Expiry(kept_from={s: L.segment_name(int(p.get("timeline", 1)), L.segment_of(
+        L.parse_lsn(p["start_lsn"]), int(p["segment_size"])), int(p["segment_size"])) for s, p in earliest.items()})
+    doomed = []
+    for sid, entry in _archive_snapshots(repo, state_dir, cluster, org).items():
+        base = earliest.get(entry.get("system_identifier")) if entry else None
+        if base and _before(entry, L.parse_lsn(base["start_lsn"]), int(base["segment_size"])):
+            doomed.append((sid, len(entry.get("files", []))))
+    for sid, files in doomed:
+        try:
+            repo.forget(load_snapshot(repo.store, repo.key, sid))
+        except FileNotFoundError:
+            continue                                    # forgotten meanwhile
+        result.snapshots += 1
+        result.files += files
+    return result
+
+
+def _before(entry: dict[str, Any], start_lsn: int, segment_size: int) -> bool:
+    """Whether everything an archive snapshot holds is WAL from before ``start_lsn``."""
+    first_needed = L.segment_of(start_lsn, segment_size)
+    rp = entry.get("restore_point")
+    if rp:
+        return L.parse_lsn(rp["lsn"]) < start_lsn
+    files = [f["name"] for f in entry.get("files", [])]
+    # segments, partial segments and backup history files are named after a segment; history files are not
+    return bool(files) and all(not L.HISTORY_RE.match(n) and L.parse_segment_name(n[:24], segment_size)[1] < first_needed
+                               for n in files)
 
 
 # -- status ----------------------------------------------------------------------------------------------

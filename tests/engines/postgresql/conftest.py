@@ -200,6 +200,16 @@ def pg_env() -> Iterator[Env]:
     drop_env(env)
 
 
+@pytest.fixture
+def source(pg_env: Env) -> Iterator[tuple[Env, Instance, psycopg.Connection]]:
+    """A new instance "src" in a new environment, and a connection to it."""
+    src = make_instance(pg_env, "src")
+    conn = src.connect()
+    yield pg_env, src, conn
+    conn.close()
+    src.stop()
+
+
 def commit_timed_source(env: Env, name: str = "src") -> tuple[Instance, psycopg.Connection]:
     """A new instance with commit timestamps (the exact times recovery_target_time is compared with)
     and an empty table t(id), and a connection to it."""

@@ -14,9 +14,8 @@ import sys
 import time
 
 import psycopg
-import pytest
 
-from tests.engines.postgresql.conftest import BINDIR, as_postgres, drop_env, free_port, make_env, make_instance
+from tests.engines.postgresql.conftest import BINDIR, as_postgres, free_port
 
 
 def py_as_postgres(env, code: str) -> str:
@@ -43,19 +42,8 @@ def backup_names(env) -> set[str]:
     return {b["name"] for b in json.loads(env.backupctl("backup", "list", "--json").stdout)}
 
 
-@pytest.fixture
-def world():
-    env = make_env()
-    src = make_instance(env, "src")
-    conn = src.connect()
-    yield env, src, conn
-    conn.close()
-    src.stop()
-    drop_env(env)
-
-
-def test_pitr_window_keeps_the_base_a_restore_inside_the_window_needs(world):
-    env, src, conn = world
+def test_pitr_window_keeps_the_base_a_restore_inside_the_window_needs(source):
+    env, src, conn = source
     env.backupctl("policy", "create", "p1", "--cluster", "src", "--method", "pg-physical",
                   "--keep-last", "1", "--pitr-window", "7d")
     conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
@@ -93,9 +81,9 @@ def test_pitr_window_keeps_the_base_a_restore_inside_the_window_needs(world):
     assert f2 in backup_names(env)
 
 
-def test_an_unreadable_archive_deletes_nothing(world):
+def test_an_unreadable_archive_deletes_nothing(source):
     """Retention cannot tell what the PITR window needs without the archive: it keeps everything."""
-    env, src, conn = world
+    env, src, conn = source
     env.backupctl("policy", "create", "p1", "--cluster", "src", "--method", "pg-physical",
                   "--keep-last", "1", "--pitr-window", "7d")
     f1 = policy_backup(env, "p1", "src")
