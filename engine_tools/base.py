@@ -100,7 +100,9 @@ class LogContext:
 
     ``state_dir``: a private directory for this cluster's archiving state (spool, cached
     listings); ``command``: how the database server invokes backupctl (absolute path, and
-    the environment it needs), to which the plugin appends the subcommand.
+    the environment it needs), to which the plugin appends the subcommand; ``repository``:
+    for a restore, the catalogue repository its logs are read from (the backup's), which the
+    fetch command names, so that it does not depend on the cluster being registered still.
     """
 
     cluster: str
@@ -108,6 +110,7 @@ class LogContext:
     state_dir: str
     command: str
     tags: list[str] = field(default_factory=list)
+    repository: str | None = None
 
 
 @dataclass

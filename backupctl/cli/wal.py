@@ -42,18 +42,21 @@ def push_command(cluster: str, path: str, org: str) -> None:
 
 
 @click.command("wal-fetch")
-@click.option("--cluster", required=True, help="The registered cluster whose archive to read.")
+@click.option("--cluster", required=True, help="The cluster whose archive to read.")
+@click.option("--repository", default=None, metavar="NAME",
+              help="Read the archive in this catalogue repository (a restore names its backup's); the cluster "
+                   "may then be unregistered.")
 @click.argument("name", metavar="FILE")
 @click.argument("dest", metavar="PATH")
 @org_option
-def fetch_command(cluster: str, name: str, dest: str, org: str) -> None:
+def fetch_command(cluster: str, repository: str | None, name: str, dest: str, org: str) -> None:
     """Write archived WAL file FILE to PATH (restore_command: backupctl wal-fetch --cluster NAME %f %p)."""
     try:
         from backupctl.catalog.db import session_scope
         from backupctl.services import archiving as service
 
         with session_scope() as s:
-            found = service.fetch(s, cluster, name, dest, org)
+            found = service.fetch(s, cluster, name, dest, org, repository)
     except BackupctlError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(FETCH_FAILED)

@@ -22,8 +22,8 @@ from backupctl.catalog.models import Backup, BackupRepository, Cluster
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
-from backupctl.services.clusters import get_cluster, target_of
-from backupctl.services.repositories import open_repository
+from backupctl.services.clusters import find_cluster, get_cluster, target_of
+from backupctl.services.repositories import check_usable, get_repository, open_repository
 from engine_tools import registry
 from engine_tools.base import Capability, LogArchiver, LogContext
 
@@ -51,9 +51,9 @@ def archiver_of(cluster: Cluster) -> tuple[LogArchiver, str]:
                      "install an engine tool plugin with continuous backup for this engine")
 
 
-def context_for(cluster_name: str, org: str) -> LogContext:
-    return LogContext(cluster=cluster_name, org=org, state_dir=archive_spool.state_dir(org, cluster_name), command=backupctl_command(),
-                      tags=[f"cluster={cluster_name}"])
+def context_for(cluster_name: str, org: str, repository: str | None = None) -> LogContext:
+    return LogContext(cluster=cluster_name, org=org, state_dir=archive_spool.state_dir(org, cluster_name),
+                      command=backupctl_command(), tags=[f"cluster={cluster_name}"], repository=repository)
 
 
 def archive_context_of_backup(session: Session, cluster: Cluster, repo_id: int) -> LogContext | None:
@@ -81,8 +81,18 @@ def push(session: Session, cluster: str, path: str, org: str | None = None) -> d
         return tool.push_log(repo, target_of(c), path, ctx)
 
 
-def fetch(session: Session, cluster: str, name: str, dest: str, org: str | None = None) -> bool:
-    c, tool, repo, ctx = _open(session, cluster, org)
+def fetch(session: Session, cluster: str, name: str, dest: str, org: str | None = None,
+          repository: str | None = None) -> bool:
+    """Write archived log ``name`` to ``dest``. With ``repository`` (a restore's, naming its backup's),
+    the archive there is read, and the cluster may be unregistered (its backups in the recycle bin)."""
+    if repository is None:
+        c, tool, repo, ctx = _open(session, cluster, org)
+    else:
+        c = find_cluster(session, cluster, org, include_deleted=True)
+        tool, _method = archiver_of(c)
+        row = get_repository(session, repository)
+        check_usable(row, c.organisation)
+        repo, ctx = open_repository(row), context_for(c.name, c.organisation.name)
     with repo:
         return tool.fetch_log(repo, target_of(c), name, dest, ctx)
 

@@ -65,6 +65,21 @@ def get_cluster(session: Session, name: str, org: str | None = None) -> Cluster:
     return cluster
 
 
+def find_cluster(session: Session, name: str, org: str | None = None, *, include_deleted: bool = False) -> Cluster:
+    """``get_cluster``; with ``include_deleted``, an unregistered one too when none by that name is
+    registered now (the most recently unregistered)."""
+    if not include_deleted:
+        return get_cluster(session, name, org)
+    organisation = get_organisation(session, org)
+    cluster = _find_live(session, name, organisation.id) or session.scalar(
+        select(Cluster).where(Cluster.name == name, Cluster.organisation_id == organisation.id)
+        .order_by(Cluster.deleted_at.desc(), Cluster.id.desc()).limit(1))
+    if cluster is None:
+        raise NotFoundError(f"no cluster {name!r}, registered or unregistered, in organisation {organisation.name}",
+                            "see 'backupctl cluster list --all'")
+    return cluster
+
+
 def list_clusters(session: Session, org: str | None = None, *, include_deleted: bool = False) -> list[Cluster]:
     organisation = get_organisation(session, org)
     q = select(Cluster).where(Cluster.organisation_id == organisation.id)

@@ -76,7 +76,7 @@ def create_restore(session: Session, *, backup: str, target_dir: str, org: str |
                              method=b.method, snapshot_ids=list(b.snapshot_ids), target_dir=target_dir,
                              restore_time=restore_time, progress=progress, target_position=target_lsn,
                              target_transaction=target_xid, target_name=target_name, start=start, port=port,
-                             force=force, log_context=context_for(b.cluster_name, b.organisation.name),
+                             force=force, log_context=context_for(b.cluster_name, b.organisation.name, repo_row.name),
                              archive_context=archive_context)
     repo = open_repository(repo_row)
     try:

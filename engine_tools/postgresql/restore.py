@@ -157,7 +157,10 @@ class RestorePlan:
         ctx = self.request.log_context
         if ctx is None:
             raise BackupctlError("no WAL archive was given to this restore", "restore through 'backupctl restore create'")
-        fetch = f"{ctx.command} wal-fetch --org {ctx.org} --cluster {self.source_cluster} %f %p"
+        fetch = f"{ctx.command} wal-fetch --org {ctx.org} --cluster {self.source_cluster}"
+        if ctx.repository:                   # the backup's: its cluster may be unregistered by now
+            fetch += f" --repository {shlex.quote(ctx.repository)}"
+        fetch += " %f %p"
         if self.spool and os.path.isdir(self.spool):
             # Files fetched ahead are copied by the shell; a file the archive did not list when the
             # restore began (the end of the window, a timeline probe) is "missing" at once; a listed
