@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class BackupctlError(Exception):
     """Base of every error a user may see. ``hint`` says what to do about it."""
@@ -58,3 +60,28 @@ class BusyError(BackupctlError):
     with the same method)."""
 
     exit_code = 5
+
+
+class PermissionDeniedError(BackupctlError):
+    """A file backupctl needs belongs to another OS user: most often backupctl was run as root beside
+    a database server that runs it as postgres (archive_command), or the other way round."""
+
+    @classmethod
+    def at(cls, path: str | None, detail: str | None = None) -> "PermissionDeniedError":
+        import pwd
+
+        def user(uid: int) -> str:
+            try:
+                return pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return f"uid {uid}"
+
+        if not path:
+            return cls(f"permission denied: {detail or 'a file'}", "check who owns BACKUPCTL_HOME and the repository")
+        try:
+            whose = f"it belongs to {user(os.stat(path).st_uid)}"
+        except OSError:
+            whose = "a directory above it cannot be searched"
+        return cls(f"permission denied: {path}: {whose} and backupctl runs as {user(os.geteuid())}",
+                   "run backupctl as the OS user that owns the catalogue and repository files, which for a "
+                   "cluster that archives is the database server's; or give this user access")

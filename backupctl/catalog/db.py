@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backupctl.catalog.models import EXTERNAL_TABLES
-from backupctl.errors import BackupctlError, UsageError
+from backupctl.errors import BackupctlError, PermissionDeniedError, UsageError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -146,13 +146,16 @@ def dispose_engines() -> None:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits when the block ends normally and rolls back otherwise."""
-    factory = sessionmaker(get_engine(url), expire_on_commit=False)
+    engine = get_engine(url)
+    factory = sessionmaker(engine, expire_on_commit=False)
     with factory() as session:
         try:
             yield session
             session.commit()
-        except BaseException:
+        except BaseException as exc:
             session.rollback()
+            if isinstance(exc, OperationalError) and "readonly database" in str(exc.orig):
+                raise PermissionDeniedError.at(engine.url.database) from None
             raise
 
 

@@ -15,7 +15,7 @@ import click
 
 from backupctl import __version__
 from backupctl.cli.lazy import LazyGroup
-from backupctl.errors import BackupctlError
+from backupctl.errors import BackupctlError, PermissionDeniedError
 from backupctl.memory import tune_allocator
 
 # Modules that each define a click group or command named ``command``.
@@ -65,6 +65,9 @@ def _run(argv: list[str] | None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except PermissionError as exc:          # most often files another OS user made: say whose
+        click.echo(f"error: {PermissionDeniedError.at(exc.filename, exc.strerror)}", err=True)
+        return PermissionDeniedError.exit_code
     except Exception as exc:  # last resort: one line, the traceback only on request
         if os.environ.get("BACKUPCTL_DEBUG"):
             raise
