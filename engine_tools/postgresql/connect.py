@@ -63,19 +63,27 @@ def settings(conn: psycopg.Connection, *names: str) -> dict[str, str]:
 
 def check_backup_ready(conn: psycopg.Connection, cluster: ClusterTarget, archive_hint: str) -> dict[str, str]:
     """Refuse what a consistent physical backup with point-in-time recovery needs and lacks."""
-    s = settings(conn, "server_version_num", "wal_level", "archive_mode", "archive_command", "archive_library",
-                 "data_directory", "wal_segment_size", "is_superuser")
+    s = settings(conn, "server_version_num", "wal_level", *ARCHIVING_SETTINGS, "data_directory", "wal_segment_size",
+                 "is_superuser")
     if int(s["server_version_num"]) < MIN_VERSION:
         raise UsageError(f"cluster {cluster.name} runs PostgreSQL {s['server_version_num']}; the physical method "
                          "needs PostgreSQL 15 or later", "use the volume method for older versions")
     if s["wal_level"] == "minimal":
         raise UsageError(f"cluster {cluster.name} has wal_level = minimal, which cannot be archived or restored "
                          "to a point in time", "set wal_level = replica in postgresql.conf and restart the server")
+    check_archiving(s, cluster, archive_hint, "the WAL a backup needs to be consistent")
+    return s
+
+
+ARCHIVING_SETTINGS = ("archive_mode", "archive_command", "archive_library")
+
+
+def check_archiving(s: dict[str, str], cluster: ClusterTarget, archive_hint: str, needed: str) -> None:
+    """Refuse a server that does not archive its WAL (``s``: its ARCHIVING_SETTINGS at least), saying
+    what would never reach the archive (``needed``)."""
     if s.get("archive_mode", "off") == "off":
-        raise UsageError(f"cluster {cluster.name} has archive_mode = off, so the WAL a backup needs to be "
-                         "consistent is never archived",
+        raise UsageError(f"cluster {cluster.name} has archive_mode = off, so {needed} is never archived",
                          f"enable it: put these lines in postgresql.conf and restart the server: {archive_hint}")
     if not (s.get("archive_command") or s.get("archive_library")):
         raise UsageError(f"cluster {cluster.name} has archive_mode on but no archive_command",
                          f"set it in postgresql.conf and reload: {archive_hint}")
-    return s

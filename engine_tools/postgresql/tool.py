@@ -147,9 +147,18 @@ class PostgresTool:
                       wait: float) -> dict[str, Any]:
         if not name or len(name) >= 64:
             raise UsageError(f"invalid restore point name {name!r}", "give 1 to 63 characters")
-        from engine_tools.postgresql.connect import connect, server_system_identifier
+        from engine_tools.postgresql.connect import (
+            ARCHIVING_SETTINGS,
+            check_archiving,
+            connect,
+            server_system_identifier,
+            settings,
+        )
 
         with connect(cluster) as conn:
+            # else the point would be made and its WAL never archived: the wait would run out
+            check_archiving(settings(conn, *ARCHIVING_SETTINGS), cluster, self._hint(cluster),
+                            "the WAL holding a restore point")
             system = server_system_identifier(conn)
             made = wal.refresh_listing(repo, context.state_dir, cluster.name, context.org, system).restore_points
             if name in made:       # recovery_target_name stops at the first of two: the later could not be reached

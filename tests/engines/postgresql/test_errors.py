@@ -36,6 +36,14 @@ def test_archive_mode_off_is_refused_with_how_to_enable_it(plain):
     assert "--archive-config" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_restore_point_on_a_server_that_does_not_archive_is_refused_at_once(plain):
+    """It used to make the point, then wait out its whole timeout for an archiving that never comes."""
+    proc = plain.backupctl("wal", "restore-point", "rp1", "--cluster", "plain", check=False, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "has archive_mode = off, so the WAL holding a restore point is never archived" in proc.stderr
+    assert "wal-push --cluster plain %p" in proc.stderr
+
+
 def test_wrong_credentials_are_a_clear_error(plain):
     proc = backup(plain, "badpw")
     assert proc.returncode == 1
