@@ -1,4 +1,4 @@
-"""Helpers for tests: generated data and byte-for-byte tree comparison."""
+"""Helpers for tests: generated data, byte-for-byte tree comparison, and commands run on a terminal."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import stat
+import subprocess
 from pathlib import Path
 
 
@@ -94,3 +95,25 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def run_on_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str, bytes]:
+    """Run ``argv`` with stderr on a pseudo-terminal, as for a person at a shell: (exit status, what
+    the terminal showed, stdout)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, **env, "COLUMNS": "150"})
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:                           # the other end closed: the process is done
+            break
+        if not data:
+            break
+        shown += data
+    out, _ = proc.communicate()
+    os.close(primary)
+    return proc.returncode, shown.decode(errors="replace"), out

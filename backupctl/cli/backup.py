@@ -15,6 +15,7 @@ from backupctl.cli.catalog_options import (
     print_table,
 )
 from backupctl.cli.common import human_bytes, json_option, print_json
+from backupctl.cli.progress_view import TerminalProgress
 from backupctl.services import backups as service
 
 
@@ -33,18 +34,20 @@ def command() -> None:
 @json_option
 def create(cluster: str, method: str | None, type_: str, repository: str | None, org: str, as_json: bool) -> None:
     """Back up a cluster now."""
-    with session_scope() as s:
-        b = service.create_backup(s, cluster=cluster, org=org, method=method, type=type_, repository=repository)
+    with session_scope() as s, TerminalProgress(f"backup {cluster}", enabled=False if as_json else None) as progress:
+        b = service.create_backup(s, cluster=cluster, org=org, method=method, type=type_, repository=repository,
+                                  progress=progress)
         data = service.backup_to_dict(b)
     if as_json:
         print_json(data)
     else:
-        click.echo(_summary(data))
+        click.echo(_summary(data, progress.done_files))
 
 
-def _summary(data: dict) -> str:
-    """One line: size read, bytes added after dedup and compression, duration and speed."""
-    line = (f"backup {data['name']} {data['phase']}: {human_bytes(data['logical_size'] or 0)} read, "
+def _summary(data: dict, files: int = 0) -> str:
+    """One line: files and size read, bytes added after dedup and compression, duration and speed."""
+    read = f"{files} files, {human_bytes(data['logical_size'] or 0)}" if files else human_bytes(data['logical_size'] or 0)
+    line = (f"backup {data['name']} {data['phase']}: {read} read, "
             f"{human_bytes(data['bytes_added'] or 0)} added to repository {data['repository']}")
     if data.get("started_at") and data.get("completed_at"):
         seconds = (datetime.fromisoformat(data["completed_at"]) - datetime.fromisoformat(data["started_at"])

@@ -203,3 +203,5 @@ def test_a_backup_ends_with_one_line_of_size_added_bytes_duration_and_speed() ->
             "completed_at": "2026-11-28T10:00:06+00:00", "throughput": 512 * 1024**2}
     assert _summary(data) == ("backup pg-full-1 Completed: 3.00 GiB read, 64.00 MiB added to repository main, "
                               "6.0 s (512.00 MiB/s)")
+    assert _summary(data, files=1234) == ("backup pg-full-1 Completed: 1234 files, 3.00 GiB read, 64.00 MiB added "
+                                          "to repository main, 6.0 s (512.00 MiB/s)")

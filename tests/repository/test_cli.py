@@ -105,30 +105,13 @@ def test_errors_are_one_line_with_advice(tmp_path):
 
 
 def test_on_a_terminal_long_work_shows_a_progress_bar_then_a_summary(tmp_path):
-    import pty
-
-    from tests.helpers import write_random
+    from tests.helpers import run_on_terminal, write_random
 
     write_random(tmp_path / "src" / "big.bin", 64 * 1024 * 1024, seed=3)
     repo = str(tmp_path / "repo")
     env = {"BACKUPCTL_PASSWORD": "pw"}
     assert run("repo", "init", "--repo", repo, env=env).returncode == 0
-    primary, secondary = pty.openpty()           # stderr is a terminal, as for a person at a shell
-    proc = subprocess.Popen(["backupctl", "snapshot", "create", "--repo", repo, str(tmp_path / "src")],
-                            stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, **env, "COLUMNS": "150"})
-    os.close(secondary)
-    shown = b""
-    while True:
-        try:
-            data = os.read(primary, 65536)
-        except OSError:                           # the other end closed: the process is done
-            break
-        if not data:
-            break
-        shown += data
-    out, _ = proc.communicate()
-    os.close(primary)
-    assert proc.returncode == 0
-    text = shown.decode(errors="replace")
+    code, text, out = run_on_terminal(["backupctl", "snapshot", "create", "--repo", repo, str(tmp_path / "src")], env)
+    assert code == 0
     assert "backup" in text and "files" in text and "ETA" in text and "MB" in text    # the bar, drawn
     assert b"snapshot" in out and b"saved" in out and b"added to the repository" in out  # the summary
