@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from backupctl.cli.common import human_bytes
+
 org_option = click.option("--org", envvar="BACKUPCTL_ORG", default="default", show_default=True, metavar="ORG",
                           help="Organisation [env BACKUPCTL_ORG].")
 
@@ -28,14 +30,31 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: st
     console.print(table)
 
 
+# Fields of a catalogue object's dict that count bytes, shown in KiB/MiB/GiB to a person (--json keeps bytes).
+BYTE_FIELDS = frozenset({"logical_size", "bytes_added", "bytes_restored", "bytes", "size"})
+
+
 def print_fields(data: dict[str, Any]) -> None:
     width = max(len(k) for k in data)
     for key, value in data.items():
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(str(v) for v in value) or "-"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+        click.echo(f"{key.ljust(width)}  {field_text(key, value)}")
+
+
+def field_text(key: str, value: Any) -> str:
+    """A field for a person: sizes and speeds in binary units, nested records as key=value."""
+    if value is None or value == [] or value == {}:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key in BYTE_FIELDS:
+            return human_bytes(value)
+        if key == "throughput":
+            return f"{human_bytes(value)}/s"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}=({field_text(k, v)})" if isinstance(v, dict) and v else f"{k}={field_text(k, v)}"
+                         for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(field_text(key, v) for v in value)
+    return str(value)
 
 
 def add_protection_commands(group: click.Group, noun: str, set_protection: Callable[[Any, str, str, bool], None]) -> None:

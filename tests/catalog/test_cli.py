@@ -205,3 +205,22 @@ def test_a_backup_ends_with_one_line_of_size_added_bytes_duration_and_speed() ->
                               "6.0 s (512.00 MiB/s)")
     assert _summary(data, files=1234) == ("backup pg-full-1 Completed: 1234 files, 3.00 GiB read, 64.00 MiB added "
                                           "to repository main, 6.0 s (512.00 MiB/s)")
+
+
+def test_show_prints_sizes_speeds_and_stages_for_a_person(capsys) -> None:
+    """backup show printed raw byte counts, restore show a Python dict per stage."""
+    from backupctl.cli.catalog_options import print_fields
+
+    print_fields({"name": "r1", "logical_size": 3 * 1024**3, "throughput": 512 * 1024**2, "parent": None,
+                  "snapshot_ids": ["a1", "b2"], "deletion_protection": False,
+                  "stages": [{"name": "prepare_data", "seconds": 2.5, "details": {"files": 10, "bytes": 1536}},
+                             {"name": "start", "seconds": 0.4, "details": {}}]})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["name                 r1",
+                     "logical_size         3.00 GiB",
+                     "throughput           512.00 MiB/s",
+                     "parent               -",
+                     "snapshot_ids         a1; b2",
+                     "deletion_protection  False",
+                     "stages               name=prepare_data, seconds=2.5, details=(files=10, bytes=1.50 KiB); "
+                     "name=start, seconds=0.4, details=-"]
