@@ -194,8 +194,13 @@ class RestorePlan:
         if self.request.port:
             lines.append(f"port = {int(self.request.port)}")
         auto = os.path.join(self.target_dir, "postgresql.auto.conf")
-        with open(auto, "a") as f:
-            f.write("\n# written by backupctl restore: recovery settings\n" + "\n".join(lines) + "\n")
+        try:
+            with open(auto) as f:
+                earlier = _without_recovery_settings(f.read())
+        except FileNotFoundError:
+            earlier = ""
+        with open(auto, "w") as f:
+            f.write(earlier + "\n# written by backupctl restore: recovery settings\n" + "\n".join(lines) + "\n")
         signal = os.path.join(self.target_dir, "recovery.signal")
         open(signal, "w").close()
         self._own_files(auto, signal)
@@ -345,6 +350,24 @@ class RestorePlan:
 
 class _TargetNotReached(Exception):
     pass
+
+
+# Settings only recovery reads: those of an earlier restore are commented out before this one's are written.
+RECOVERY_SETTINGS = frozenset({"restore_command", "recovery_target", "recovery_target_lsn", "recovery_target_name",
+                               "recovery_target_time", "recovery_target_xid", "recovery_target_inclusive",
+                               "recovery_target_timeline", "recovery_target_action", "recovery_end_command",
+                               "archive_cleanup_command"})
+
+
+def _without_recovery_settings(conf: str) -> str:
+    """postgresql.auto.conf with the recovery settings of an earlier restore commented out, as pgBackRest
+    does: a server restored once and then backed up carries them, and a target this restore does not
+    set again (a restore to the latest state sets none) would still stop recovery there."""
+    out = []
+    for line in conf.splitlines(True):
+        name = line.split("=", 1)[0].strip().lower()
+        out.append(f"# removed by backupctl restore: {line}" if "=" in line and name in RECOVERY_SETTINGS else line)
+    return "".join(out)
 
 
 def _quote(value: str) -> str:
