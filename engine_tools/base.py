@@ -196,7 +196,7 @@ class LogArchiver(Protocol):
         catalogue rows of their own."""
 
     def expire_logs(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
-                    positions: list[dict[str, Any]]) -> dict[str, Any]:
-        """Forget the archived logs that none of these base backups (every one the cluster still has,
-        by their ``positions``) replays; the repository's gc then reclaims their space. Returns what
-        went, as JSON-ready figures."""
+                    positions: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
+        """Forget the archived logs that none of these base backups (every one that restores from
+        this archive, by their ``positions``) replays; the repository's gc then reclaims their space.
+        Returns what went (with ``dry_run``, what would go), as JSON-ready figures."""

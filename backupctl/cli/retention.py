@@ -26,16 +26,18 @@ def run(dry_run: bool, org: str | None, policy: str | None, no_gc: bool, as_json
     Backups in the recycle bin (of unregistered clusters) go once they have been there longer
     than BACKUPCTL_RECYCLE_BIN_RETENTION (default 30d); with --policy the recycle bin is left alone.
     """
-    from backupctl.retention.sweep import apply, plan, plan_recycle_bin
+    from backupctl.retention.sweep import apply, plan, plan_recycle_bin, preview_log_expiry
 
     with session_scope() as session:
         plans = plan(session, org=org, policy=policy)
         bin_plan = plan_recycle_bin(session, org=org) if policy is None else None
         report = None if dry_run else apply(session, plans, reclaim=not no_gc, recycle_bin=bin_plan)
+        logs, log_errors = preview_log_expiry(session, plans) if dry_run else ({}, {})
         if as_json:
             print_json({"dry_run": dry_run, "policies": [p.to_dict() for p in plans],
                         **({"recycle_bin": bin_plan.to_dict()} if bin_plan else {}),
-                        **({"result": report.to_dict()} if report else {})})
+                        **({"result": report.to_dict()} if report else {}),
+                        **({"log_expiry": logs, "errors": log_errors} if dry_run else {})})
             return
         if not plans:
             click.echo("no policies")
@@ -47,6 +49,10 @@ def run(dry_run: bool, org: str | None, policy: str | None, no_gc: bool, as_json
             d = bin_plan.decision
             click.echo(f"recycle bin: period {bin_plan.to_dict()['period']}")
             _print_decision(d, dry_run)
+        for cluster, figures in logs.items():
+            click.echo(f"log archive of {cluster}: " + _log_expiry_line(figures, dry_run=True))
+        for name, why in log_errors.items():
+            click.echo(f"error: {name}: {why}", err=True)
         if report:
             click.echo(f"deleted {len(report.deleted)} backup(s)")
             for cluster, figures in report.logs.items():
@@ -65,9 +71,9 @@ def _print_decision(d: Decision, dry_run: bool) -> None:
         click.echo(f"  keep   {r.id} ({r.type.value}): {'; '.join(d.keep[r.id])}")
 
 
-def _log_expiry_line(figures: dict) -> str:
+def _log_expiry_line(figures: dict, dry_run: bool = False) -> str:
     if figures.get("held"):
-        return f"nothing expired: {figures['held']}"
+        return f"nothing {'would be ' if dry_run else ''}expired: {figures['held']}"
     kept = ", ".join(sorted(figures.get("kept_from", {}).values())) or "everything (no base backup)"
-    return f"expired {figures.get('files_expired', 0)} file(s) in {figures.get('snapshots_forgotten', 0)} " \
-           f"snapshot(s); kept from {kept}"
+    return f"{'would expire' if dry_run else 'expired'} {figures.get('files_expired', 0)} file(s) in " \
+           f"{figures.get('snapshots_forgotten', 0)} snapshot(s); kept from {kept}"

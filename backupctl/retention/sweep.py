@@ -12,9 +12,9 @@ the policy are ever deleted; the others are kept ("not made by policy P") with t
 PostgreSQL's WAL archive is no catalogue rows: for a PITR window, the archive is read for the range
 it restores each base backup to (``LogArchiver.log_windows``), and those ranges stand in for
 continuous backups, so the window keeps the base it replays from. If the archive cannot be read,
-the policy deletes nothing. After the deletions, each swept cluster's log archive is expired back
-to the earliest base backup the cluster still has (``LogArchiver.expire_logs``), as pgBackRest's
-expire does: WAL that no remaining base can replay is forgotten, and gc reclaims it.
+the policy deletes nothing. After the deletions, each swept cluster's log archive is expired, as
+pgBackRest's expire does: what no remaining base replays is forgotten (``services.archiving.expire_logs``
+chooses the bases, ``LogArchiver.expire_logs`` the files), and gc reclaims it.
 
 Backups in the recycle bin (their cluster was unregistered) are not a policy's any more: the
 recycle bin's own period decides (``recycle_bin``), and policies of unregistered clusters are
@@ -24,7 +24,7 @@ not applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -173,7 +173,7 @@ class SweepReport:
     deleted: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     gc: dict[str, str] = field(default_factory=dict)
-    logs: dict[str, dict[str, Any]] = field(default_factory=dict)     # cluster -> what its log expiry did
+    logs: dict[str, dict[str, Any]] = field(default_factory=dict)     # org/cluster -> what its log expiry did
 
     def to_dict(self) -> dict[str, Any]:
         return {"deleted": self.deleted, "errors": self.errors, "gc": self.gc, "log_expiry": self.logs}
@@ -199,7 +199,7 @@ def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True,
             if backup is None or not backup.recycled:
                 continue
             _delete(session, backup, report, touched)
-    _expire_logs(session, {p.policy.cluster.id: p.policy.cluster for p in plans}.values(), report, touched)
+    _expire_logs(session, _clusters_of(plans), report, touched)
     if reclaim:
         from backupctl.repository.gc import gc
 
@@ -232,24 +232,41 @@ def _delete(session: Session, backup: Backup, report: SweepReport, touched: set[
 
 
 def _expire_logs(session: Session, clusters: Iterable[Cluster], report: SweepReport, touched: set[str]) -> None:
-    """After the deletions, the log archive of each cluster swept goes back to the earliest base backup
-    the cluster still has (of any policy, or none; recycled ones of a former registration too)."""
+    """After the deletions, each swept cluster's log archive goes back to what the base backups left
+    still replay (``services.archiving.expire_logs``)."""
+    for key, done in _log_expiries(session, clusters, report.errors):
+        repository, figures = done
+        report.logs[key] = figures
+        if figures.get("snapshots_forgotten"):
+            touched.add(repository)
+
+
+def preview_log_expiry(session: Session, plans: list[PolicyPlan]) -> tuple[dict[str, Any], dict[str, str]]:
+    """What ``apply`` would expire of each swept cluster's log archive once the plans' deletions are
+    done (org/cluster -> figures), and what could not be read. Changes nothing."""
+    going = frozenset(r.id for p in plans for r in p.decision.deleted())
+    errors: dict[str, str] = {}
+    figures = {key: done[1] for key, done in _log_expiries(session, _clusters_of(plans), errors, going)}
+    return figures, errors
+
+
+def _clusters_of(plans: list[PolicyPlan]) -> list[Cluster]:
+    return list({p.policy.cluster.id: p.policy.cluster for p in plans}.values())
+
+
+def _log_expiries(session: Session, clusters: Iterable[Cluster], errors: dict[str, str],
+                  going: frozenset[str] | None = None) -> Iterator[tuple[str, tuple[str, dict[str, Any]]]]:
     from backupctl.services.archiving import expire_logs
 
     for cluster in clusters:
-        bases = list(session.scalars(select(Backup).where(
-            Backup.organisation_id == cluster.organisation_id, Backup.cluster_name == cluster.name,
-            Backup.type.in_(("full", "incremental")), Backup.phase == PHASE_COMPLETED)))
+        key = f"{cluster.organisation.name}/{cluster.name}"
         try:
-            done = expire_logs(session, cluster, bases)
+            done = expire_logs(session, cluster, dry_run=going is not None, going=going or frozenset())
         except BackupctlError as exc:
-            report.errors[f"log archive of {cluster.name}"] = str(exc)
+            errors[f"log archive of {key}"] = str(exc)
             continue
         if done is not None:
-            repository, figures = done
-            report.logs[cluster.name] = figures
-            if figures.get("snapshots_forgotten"):
-                touched.add(repository)
+            yield key, done
 
 
 def sweep(session: Session, *, org: str | None = None, reclaim: bool = True) -> SweepReport:

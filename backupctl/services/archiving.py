@@ -15,10 +15,11 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backupctl import archive_spool
-from backupctl.catalog.models import Backup, BackupRepository, Cluster
+from backupctl.catalog.models import PHASE_COMPLETED, Backup, BackupRepository, Cluster
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
@@ -110,14 +111,15 @@ def restore_point(session: Session, cluster: str, name: str, org: str | None = N
         return tool.restore_point(repo, target_of(c), name, ctx, wait)
 
 
-def _archive_of(cluster: Cluster, session: Session) -> tuple[LogArchiver, BackupRepository, LogContext] | None:
-    """The plugin archiving the cluster's logs, their repository and context; None when the
-    cluster's engine archives no logs of its own here."""
+def _archive_of(cluster: Cluster, session: Session) -> tuple[LogArchiver, str, BackupRepository, LogContext] | None:
+    """The plugin archiving the cluster's logs, its method, their repository and context; None when
+    the cluster's engine archives no logs of its own here."""
     try:
         tool, method = archiver_of(cluster)
     except UsageError:
         return None
-    return tool, resolve_repository(session, cluster, method, None), context_for(cluster.name, cluster.organisation.name)
+    return (tool, method, resolve_repository(session, cluster, method, None),
+            context_for(cluster.name, cluster.organisation.name))
 
 
 def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list[tuple[datetime, datetime] | None] | None:
@@ -126,20 +128,32 @@ def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list
     archive = _archive_of(cluster, session)
     if archive is None:
         return None
-    tool, row, ctx = archive
+    tool, _method, row, ctx = archive
     with open_repository(row) as repo:
         return tool.log_windows(repo, target_of(cluster), ctx, [b.positions or {} for b in bases])
 
 
-def expire_logs(session: Session, cluster: Cluster, bases: list[Backup]) -> tuple[str, dict[str, Any]] | None:
-    """Forget the archived logs none of ``bases`` (every base backup the cluster still has) replays:
-    the archive's repository and what went; None when the engine archives no logs of its own here."""
+def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
+                going: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any]] | None:
+    """Forget the archived logs no base backup replays any more: the archive's repository and what
+    went; None when the engine archives no logs of its own here. With ``dry_run``, what would go
+    once the backups named in ``going`` are deleted.
+
+    The bases counted: every completed base of the archiving method catalogued under the cluster
+    (recycled ones of a former registration too), and any other one with a known database system
+    (a recycled backup recovered into another cluster still replays its source's archive). A base
+    of the cluster whose positions are unknown holds everything; the plugin tells."""
     archive = _archive_of(cluster, session)
     if archive is None:
         return None
-    tool, row, ctx = archive
+    tool, method, row, ctx = archive
+    bases = session.scalars(select(Backup).where(Backup.method == method, Backup.phase == PHASE_COMPLETED,
+                                                 Backup.type.in_(("full", "incremental"))))
+    positions = [b.positions or {} for b in bases if b.name not in going and (
+                 (b.organisation_id, b.cluster_name) == (cluster.organisation_id, cluster.name)
+                 or (b.positions or {}).get("system_identifier"))]
     with open_repository(row) as repo:
-        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, [b.positions or {} for b in bases])
+        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, positions, dry_run)
 
 
 def archive_config(session: Session, cluster: str, org: str | None = None) -> str:

@@ -166,9 +166,10 @@ class RestorePlan:
             # restore began (the end of the window, a timeline probe) is "missing" at once; a listed
             # one past the prefetch cap goes to wal-fetch.
             sp = shlex.quote(self.spool)
-            # A failed copy is a failure (126: recovery stops), never "missing" (1: it would promote).
+            # A failed copy is a failure (126: recovery stops), never "missing" (1: it would promote);
+            # so is a listed file wal-fetch no longer finds (expired or deleted since the restore began).
             fetch = (f"if [ -f {sp}/%f ]; then cp {sp}/%f %p || exit 126; elif grep -qxF %f {sp}/{SPOOL_LISTING}; "
-                     f"then {fetch}; else exit 1; fi")
+                     f"then {fetch} || exit 126; else exit 1; fi")
         lines = [f"restore_command = '{_quote(fetch)}'", "recovery_target_action = 'promote'"]
         own = self.request.archive_context
         if own is None:

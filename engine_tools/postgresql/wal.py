@@ -26,6 +26,7 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -400,30 +401,50 @@ class Expiry:
                 "held": self.held}
 
 
-def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list[dict[str, Any]]) -> Expiry:
+def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list[dict[str, Any]],
+           dry_run: bool = False) -> Expiry:
     """Forget the archived WAL that no base backup in ``bases`` (the positions of every base backup
-    the cluster still has) replays: segments, partial segments, backup history files and restore
-    points before the earliest base's start, per database system. As pgBackRest's expire, timeline
-    history files stay (they are small, and a restore follows them), and a system with no base
-    backup keeps all its WAL: a backup may be running, or the only bases deleted by hand."""
+    that restores from this archive) replays: segments, partial segments, backup history files and
+    restore points. As pgBackRest's expire, timeline history files stay (they are small, and a
+    restore follows them).
+
+    Timelines decide what a base replays: a base on timeline A starting at LSN s needs, on timeline
+    T, the WAL from s on when T is A or branched from A's line at or after s (T's history file
+    says where). LSNs alone do not order timelines: after an in-place restore to an earlier point,
+    the new timeline's WAL has lower LSNs than bases of the old one. On a timeline no base reaches,
+    nothing goes: a backup on it may be running, and it starts after every base that reaches it
+    (a backup starts past its timeline's branch point), so nothing it needs is ever expired.
+    With ``dry_run``, only counts what would go."""
     unplaced = [p for p in bases if not (p.get("system_identifier") and p.get("start_lsn") and p.get("segment_size"))]
     if unplaced:           # a base whose start is unknown could need any WAL: expire none
         return Expiry(held=f"{len(unplaced)} base backup(s) record no start LSN or database system")
-    earliest: dict[str, dict[str, Any]] = {}          # system -> the positions of its earliest base
-    for p in bases:
-        system = p["system_identifier"]
-        if system not in earliest or L.parse_lsn(p["start_lsn"]) < L.parse_lsn(earliest[system]["start_lsn"]):
-            earliest[system] = p
-    result = Expiry(kept_from={s: L.segment_name(int(p.get("timeline", 1)), L.segment_of(
-        L.parse_lsn(p["start_lsn"]), int(p["segment_size"])), int(p["segment_size"])) for s, p in earliest.items()})
+    snapshots = _archive_snapshots(repo, state_dir, cluster, org)
+    result = Expiry()
     doomed = []
-    for sid, entry in _archive_snapshots(repo, state_dir, cluster, org).items():
-        base = earliest.get(entry.get("system_identifier")) if entry else None
-        if base and _before(entry, L.parse_lsn(base["start_lsn"]), int(base["segment_size"])):
-            doomed.append((sid, len(entry.get("files", []))))
+    for system in sorted({p["system_identifier"] for p in bases}):
+        own = [p for p in bases if p["system_identifier"] == system]
+        earliest = min(own, key=lambda p: L.parse_lsn(p["start_lsn"]))
+        result.kept_from[system] = earliest.get("start_wal_file") or earliest["start_lsn"]
+        history = _timeline_history(repo, _listing_from(snapshots, system))
+        cutoffs: dict[int, int | None] = {}
+
+        def cutoff(timeline: int) -> int | None:
+            """The start of the earliest base that replays WAL of ``timeline``; None: no base does."""
+            if timeline not in cutoffs:
+                reaching = [L.parse_lsn(p["start_lsn"]) for p in own
+                            if _replays(int(p["timeline"]), L.parse_lsn(p["start_lsn"]), timeline, history)]
+                cutoffs[timeline] = min(reaching, default=None)
+            return cutoffs[timeline]
+
+        size = int(earliest["segment_size"])
+        for sid, entry in snapshots.items():
+            if entry and entry.get("system_identifier") == system and _before(entry, cutoff, size):
+                doomed.append((sid, len(entry.get("files", []))))
     for sid, files in doomed:
         try:
-            repo.forget(load_snapshot(repo.store, repo.key, sid))
+            snapshot = load_snapshot(repo.store, repo.key, sid)
+            if not dry_run:
+                repo.forget(snapshot)
         except FileNotFoundError:
             continue                                    # forgotten meanwhile
         result.snapshots += 1
@@ -431,16 +452,54 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
     return result
 
 
-def _before(entry: dict[str, Any], start_lsn: int, segment_size: int) -> bool:
-    """Whether everything an archive snapshot holds is WAL from before ``start_lsn``."""
-    first_needed = L.segment_of(start_lsn, segment_size)
+def _timeline_history(repo: Repository, listing: Listing) -> dict[int, dict[int, int]]:
+    """For each timeline whose history file is archived: its ancestor timelines -> the LSN at which
+    its line left each (the file's lines: ``parent-timeline  switch-LSN  reason``)."""
+    out: dict[int, dict[int, int]] = {}
+    for name, f in sorted(listing.files.items()):
+        m = L.HISTORY_RE.match(name)
+        if m:
+            buf = io.BytesIO()
+            restore_stream(repo, load_snapshot(repo.store, repo.key, f.snapshot), buf, name=name)
+            out[int(m.group(1), 16)] = parse_history(buf.getvalue().decode(errors="replace"))
+    return out
+
+
+def parse_history(text: str) -> dict[int, int]:
+    ends = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit():
+            ends[int(fields[0])] = L.parse_lsn(fields[1])
+    return ends
+
+
+def _replays(base_timeline: int, base_lsn: int, timeline: int, history: dict[int, dict[int, int]]) -> bool:
+    """Whether a base on ``base_timeline`` starting at ``base_lsn`` replays WAL of ``timeline``."""
+    if base_timeline == timeline:
+        return True
+    left_at = history.get(timeline, {}).get(base_timeline)
+    return left_at is not None and left_at >= base_lsn
+
+
+def _before(entry: dict[str, Any], cutoff: Callable[[int], int | None], segment_size: int) -> bool:
+    """Whether everything an archive snapshot holds is WAL no base replays: on each file's timeline,
+    from before ``cutoff(timeline)`` (the earliest start of a base replaying it; None: none does)."""
     rp = entry.get("restore_point")
     if rp:
-        return L.parse_lsn(rp["lsn"]) < start_lsn
+        start = cutoff(int(rp["timeline"]))
+        return start is not None and L.parse_lsn(rp["lsn"]) < start
     files = [f["name"] for f in entry.get("files", [])]
-    # segments, partial segments and backup history files are named after a segment; history files are not
-    return bool(files) and all(not L.HISTORY_RE.match(n) and L.parse_segment_name(n[:24], segment_size)[1] < first_needed
-                               for n in files)
+
+    def gone(name: str) -> bool:
+        if L.HISTORY_RE.match(name):
+            return False
+        # segments, partial segments and backup history files are named after a segment
+        timeline, segno = L.parse_segment_name(name[:24], segment_size)
+        start = cutoff(timeline)
+        return start is not None and segno < L.segment_of(start, segment_size)
+
+    return bool(files) and all(gone(n) for n in files)
 
 
 # -- status ----------------------------------------------------------------------------------------------

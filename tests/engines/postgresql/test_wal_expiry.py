@@ -12,7 +12,7 @@ import json
 import psycopg
 import pytest
 
-from engine_tools.postgresql.wal import _before
+from engine_tools.postgresql.wal import _before, _replays, parse_history
 from tests.engines.postgresql.conftest import BINDIR, as_postgres, free_port
 from tests.engines.postgresql.test_retention_pitr import backup_names, policy_backup, py_as_postgres
 
@@ -51,10 +51,14 @@ def test_retention_expires_wal_before_the_earliest_kept_base(world):
     kept_from = positions_of(env, f2)["start_wal_file"]
     assert before["first"] < kept_from, before
 
+    preview = json.loads(env.backupctl("retention", "run", "--dry-run", "--json").stdout)["log_expiry"]["default/src"]
+    assert wal_status(env)["timelines"]["1"] == before                   # a dry run forgets nothing
+    assert "log archive of default/src: would expire" in env.backupctl("retention", "run", "--dry-run").stdout
     report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
 
     assert report["deleted"] == [f1] and backup_names(env) == {f2}
-    expiry = report["log_expiry"]["src"]
+    expiry = report["log_expiry"]["default/src"]
+    assert preview == expiry, (preview, expiry)                           # it said what would go
     after = wal_status(env)
     tl = after["timelines"]["1"]
     assert expiry["kept_from"] == {positions_of(env, f2)["system_identifier"]: kept_from}
@@ -93,11 +97,11 @@ with session_scope() as s:
     policy_backup(env, "p1", "src")
     before = wal_status(env)["timelines"]["1"]
     report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
-    assert report["log_expiry"]["src"]["files_expired"] == 0
-    assert "record no start LSN" in report["log_expiry"]["src"]["held"]
+    assert report["log_expiry"]["default/src"]["files_expired"] == 0
+    assert "record no start LSN" in report["log_expiry"]["default/src"]["held"]
     assert wal_status(env)["timelines"]["1"]["first"] == before["first"]
     text = env.backupctl("retention", "run").stdout
-    assert "log archive of src: nothing expired: 1 base backup(s) record no start LSN" in text, text
+    assert "log archive of default/src: nothing expired: 1 base backup(s) record no start LSN" in text, text
 
 
 @pytest.mark.parametrize("files, point, expired", [
@@ -105,11 +109,25 @@ with session_scope() as s:
     (["000000010000000000000004"], None, False),                       # the base's start segment
     (["000000010000000000000002", "000000010000000000000004"], None, False),   # a snapshot goes whole or not at all
     (["000000010000000000000003.00000028.backup"], None, True),
-    (["000000020000000000000003.partial"], None, True),                 # any timeline: LSNs only grow
+    (["000000020000000000000003.partial"], None, False),                # timeline 2: its base starts in segment 3
+    (["000000020000000000000002.partial"], None, True),
+    (["000000030000000000000001"], None, False),                        # timeline 3: no base replays it
     (["00000002.history"], None, False),                                # a restore follows timeline history
     ([], {"name": "p", "lsn": "0/3FFFFF", "timeline": 1}, True),
     ([], {"name": "p", "lsn": "0/400028", "timeline": 1}, False),       # at the base's start: reachable
+    ([], {"name": "p", "lsn": "0/1", "timeline": 3}, False),
 ])
-def test_what_goes_before_a_base_starting_in_segment_4(files, point, expired):
+def test_what_goes_when_timeline_1_is_replayed_from_segment_4_and_timeline_2_from_3(files, point, expired):
     entry = {"files": [{"name": n} for n in files], **({"restore_point": point} if point else {})}
-    assert _before(entry, 4 * MiB + 0x28, MiB) is expired
+    cutoffs = {1: 4 * MiB + 0x28, 2: 3 * MiB + 0x28}
+    assert _before(entry, cutoffs.get, MiB) is expired
+
+
+def test_a_base_replays_the_timelines_that_branched_from_its_line_after_its_start():
+    history = {2: parse_history("1\t0/5000000\tno recovery target specified\n"),
+               3: parse_history("1\t0/5000000\tno recovery target specified\n2\t0/9000000\tat restore point\n")}
+    assert history[3] == {1: 0x5000000, 2: 0x9000000}
+    assert _replays(1, 0x4000000, 2, history) and _replays(1, 0x4000000, 3, history)
+    assert not _replays(1, 0x6000000, 2, history)            # after the branch: timeline 1's own line only
+    assert _replays(2, 0x8000000, 3, history) and not _replays(2, 0x9000001, 3, history)
+    assert not _replays(3, 0x1000000, 2, history) and not _replays(1, 0x1000000, 4, history)   # no history: its own only
