@@ -177,7 +177,23 @@ def _check_control_file(repo: Repository, data: Snapshot) -> None:
 
 def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> BackupResult:
     """A full backup, or with ``request.type == "incremental"`` one that stores only the pages of
-    relation files changed since its parent's start (see delta.py); the rest is the same."""
+    relation files changed since its parent's start (see delta.py); the rest is the same.
+
+    A backup that fails after its data snapshot was committed forgets it: no catalogue row names
+    it, so it would stay in the repository for good (gc keeps every snapshot)."""
+    made: list[Snapshot] = []
+    try:
+        return _take(repo, request, archive_hint, made)
+    except BaseException:
+        for snapshot in made:
+            try:
+                repo.forget(snapshot)
+            except Exception:  # noqa: BLE001 - the backup's own error is the one to report
+                pass
+        raise
+
+
+def _take(repo: Repository, request: BackupRequest, archive_hint: str, made: list[Snapshot]) -> BackupResult:
     cluster = request.cluster
     parent = _parent(repo, request)
     conn = connect(cluster)
@@ -213,6 +229,7 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
                             fixed_chunks=delta.fixed_chunk_size,
                             metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
                                                    "backup": request.metadata.get("backup")}})
+        made.append(data)
         # Files deleted while it ran are replayed from WAL, sockets skipped (as pg_basebackup); every
         # other error counts, however many vanished files came before it.
         if data.summary.get("unreadable_count"):
