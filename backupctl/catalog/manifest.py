@@ -26,6 +26,9 @@ K_POLICY = "policy"
 K_POSITIONS = "positions"
 K_RESTORABLE_FROM = "restorable_from"
 K_RESTORABLE_TO = "restorable_to"
+# Snapshots of the backup stored without a manifest, before this one (a PostgreSQL backup's data
+# snapshot: without a manifest, a backup that never completed is not brought back by a rebuild).
+K_MEMBERS = "members"
 
 
 @dataclass
@@ -41,6 +44,7 @@ class BackupManifest:
     positions: dict[str, Any] = field(default_factory=dict)
     restorable_from: datetime | None = None
     restorable_to: datetime | None = None
+    members: list[str] = field(default_factory=list)
 
 
 def snapshot_metadata(m: BackupManifest) -> dict[str, Any]:
@@ -58,6 +62,7 @@ def snapshot_metadata(m: BackupManifest) -> dict[str, Any]:
         K_POSITIONS: dict(m.positions),
         K_RESTORABLE_FROM: m.restorable_from.isoformat() if m.restorable_from else None,
         K_RESTORABLE_TO: m.restorable_to.isoformat() if m.restorable_to else None,
+        K_MEMBERS: list(m.members),
     }
 
 
@@ -77,10 +82,12 @@ def parse_snapshot_metadata(metadata: dict[str, Any] | None) -> BackupManifest |
             return None
 
     positions = metadata.get(K_POSITIONS)
+    members = metadata.get(K_MEMBERS)
     return BackupManifest(
         backup=metadata[K_BACKUP], org=metadata.get(K_ORG) or "default", cluster=metadata[K_CLUSTER],
         engine=metadata[K_ENGINE], method=metadata[K_METHOD], type=metadata[K_TYPE],
         parent=metadata.get(K_PARENT) or None, policy=metadata.get(K_POLICY) or None,
         positions=positions if isinstance(positions, dict) else {},
         restorable_from=when(K_RESTORABLE_FROM), restorable_to=when(K_RESTORABLE_TO),
+        members=[x for x in members if isinstance(x, str)] if isinstance(members, list) else [],
     )

@@ -18,6 +18,7 @@ from backupctl.catalog.manifest import BackupManifest, parse_snapshot_metadata
 from backupctl.catalog.models import (
     PHASE_COMPLETED,
     Backup,
+    BackupPolicy,
     BackupRepository,
     Cluster,
     utcnow,
@@ -64,14 +65,21 @@ def rebuild_from_repository(session: Session, repo: Repository, repo_row: Backup
         positions: dict = {}
         for _, mm in members:
             positions.update(mm.positions)
+        # snapshots stored without a manifest (a data snapshot) are named by the one that has it
+        ids = [*dict.fromkeys([*(x for _, mm in members for x in mm.members), *(s.id for s in snaps)])]
+        policy = m.policy and cluster is not None and session.scalar(select(BackupPolicy).where(
+            BackupPolicy.organisation_id == org.id, BackupPolicy.name == m.policy,
+            BackupPolicy.cluster_id == cluster.id))
         backup = Backup(name=name, organisation=org, cluster=cluster, cluster_name=m.cluster, engine=m.engine,
                         method=m.method, type=m.type, phase=PHASE_COMPLETED, started_at=min(starts),
-                        completed_at=max(ends), restorable_from=m.restorable_from or min(ends),
+                        policy_id=policy.id if policy else None, completed_at=max(ends),
+                        restorable_from=next((mm.restorable_from for _, mm in members if mm.restorable_from),
+                                             None) or min(ends),
                         restorable_to=max((mm.restorable_to for _, mm in members if mm.restorable_to),
                                           default=max(ends)),
                         positions=positions, logical_size=logical, bytes_added=added,
                         throughput=logical / seconds if seconds > 0 else None, repository_name=repo_row.name,
-                        snapshot_ids=[s.id for s in snaps], recycled=cluster is None,
+                        snapshot_ids=ids, recycled=cluster is None,
                         recycled_at=utcnow() if cluster is None else None)
         session.add(backup)
         created[name] = (backup, m)

@@ -22,7 +22,7 @@ from typing import Any
 import google_crc32c
 import psycopg
 
-from backupctl.catalog.manifest import K_POSITIONS, K_RESTORABLE_FROM, K_RESTORABLE_TO
+from backupctl.catalog.manifest import K_MEMBERS, K_POSITIONS, K_RESTORABLE_FROM, K_RESTORABLE_TO
 from backupctl.errors import BackupctlError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.backup import backup_paths, backup_stream
@@ -273,6 +273,7 @@ def _take(repo: Repository, request: BackupRequest, archive_hint: str, made: lis
     metadata = dict(request.metadata)
     metadata[K_POSITIONS] = positions
     metadata[K_RESTORABLE_FROM] = metadata[K_RESTORABLE_TO] = stop_time.isoformat()
+    metadata[K_MEMBERS] = [data.id]              # the data snapshot carries no manifest (see K_MEMBERS)
     metadata[ENGINE_KEY] = {"part": "label", "data_snapshot": data.id, "tablespace_map": space_map or "",
                             "entries": [os.path.basename(e) for e in entries],
                             # the data snapshots to apply in order, full first: the label makes the
