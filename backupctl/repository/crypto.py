@@ -8,13 +8,13 @@ blob cannot be swapped for another without the swap being caught.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
 import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from backupctl.errors import IntegrityError
 
@@ -33,7 +33,11 @@ class KdfParams:
     p: int = 1
 
     def derive(self, password: bytes, salt: bytes) -> bytes:
-        return Scrypt(salt=salt, length=KEY_SIZE, n=self.n, r=self.r, p=self.p).derive(password)
+        # OpenSSL's scrypt through hashlib, which releases the GIL (cryptography's holds it): a
+        # command derives its key while its other thread checks the database server.
+        need = 128 * self.r * (self.n + self.p + 2) + (1 << 20)
+        return hashlib.scrypt(password, salt=salt, n=self.n, r=self.r, p=self.p, dklen=KEY_SIZE,
+                              maxmem=min(need, 2**31 - 1))
 
 
 class MasterKey:

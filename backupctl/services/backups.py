@@ -15,6 +15,8 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +37,7 @@ from backupctl.catalog.models import (
 )
 from backupctl.errors import BackupctlError, BusyError, NotFoundError, UsageError
 from backupctl.progress import Progress
+from backupctl.repository import Repository
 from backupctl.services import audit, leases, methods
 from backupctl.services.clusters import get_cluster, target_of
 from backupctl.services.organisations import get_organisation
@@ -44,6 +47,7 @@ from backupctl.services.repositories import (
     default_repository,
     get_repository,
     open_repository,
+    repository_password,
 )
 from engine_tools.base import BackupRequest
 
@@ -118,7 +122,6 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
                    policy_id: int | None, progress: Progress | None) -> Backup:
     resolved = methods.resolve(target.engine, method, type)
     spec = resolved.spec
-    resolved.tool.check(target_of(target), spec.name)
     repo_row = resolve_repository(session, target, spec.name, repository)
     # an incremental builds on the newest backup; a full is guided by the newest full (whose files are whole)
     previous = _newest_backup(session, target, spec.name, repo_row.name,
@@ -127,7 +130,9 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
         raise UsageError(f"cluster {target.name} has no completed {spec.name} backup in repository {repo_row.name} "
                          "to base an incremental on", "take a full backup there first (--type full)")
     parent = previous if type == "incremental" else None
-    repo = open_repository(repo_row)          # wrong password / missing repository fails before any row exists
+    # A server that cannot be backed up, a wrong password or a missing repository fails before any
+    # row exists; the key is derived (scrypt) while the plugin checks the server.
+    repo = _checked_and_opened(lambda: resolved.tool.check(target_of(target), spec.name), repo_row)
     try:
         now = utcnow()
         backup = Backup(name=new_backup_name(target.name, spec.name, now), organisation=target.organisation,
@@ -174,6 +179,20 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
         return backup
     finally:
         repo.close()
+
+
+def _checked_and_opened(check: Callable[[], None], row: BackupRepository) -> Repository:
+    """``check()`` on this thread while the repository opens on another; the repository, once both
+    succeeded (closed again if the check failed)."""
+    url, password = row.url, repository_password(row)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="open-repository") as pool:
+        opening = pool.submit(Repository.open, url, password)
+        try:
+            check()
+        except BaseException:
+            opening.add_done_callback(lambda f: f.exception() is None and f.result().close())
+            raise
+        return opening.result()
 
 
 _OWNER_RE = re.compile(r" on (?P<host>\S+) \(pid (?P<pid>\d+)\)$")

@@ -43,8 +43,14 @@ class PostgresTool:
 
     # -- backup ----------------------------------------------------------------------------
     def check(self, cluster: ClusterTarget, method: str) -> None:
+        """The method, and the server: reachable, and set up to be backed up (archiving on, ...),
+        before the backup is recorded; the backup checks again, the server may change meanwhile."""
         if method != METHOD:
             raise UsageError(f"unknown method {method!r} for PostgreSQL", f"use {METHOD}")
+        from engine_tools.postgresql.connect import check_backup_ready, connect
+
+        with connect(cluster) as conn:
+            check_backup_ready(conn, cluster, self._hint(cluster))
 
     def backup(self, repo: Repository, request: BackupRequest) -> BackupResult:
         if request.type == "continuous":

@@ -77,3 +77,12 @@ def test_key_add_passwd_remove(fs_repo_url, tmp_path, monkeypatch):
     assert runner.invoke(cli, ["repo", "key", "remove", *base, second.slot.id[:10]]).exit_code == 0
     with pytest.raises(WrongPasswordError):
         Repository.open(fs_repo_url, "second password")
+
+
+def test_the_passphrase_kdf_is_standard_scrypt() -> None:
+    """RFC 7914's test vector (the first 32 bytes: PBKDF2's output for 32 is a prefix of that for 64):
+    keys derived by any scrypt implementation, as the one used before, keep opening repositories."""
+    from backupctl.repository.crypto import KdfParams
+
+    assert KdfParams(n=1024, r=8, p=16).derive(b"password", b"NaCl").hex() == \
+        "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.engines.postgresql.conftest import drop_env, free_port, make_env, make_instance
@@ -56,3 +58,10 @@ def test_unreachable_server_is_a_clear_error(plain):
     assert proc.returncode == 1
     assert "cannot connect to PostgreSQL cluster gone" in proc.stderr and "server is running" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_refused_backup_leaves_no_record(plain):
+    """The server is checked before the backup is recorded: a refusal leaves no Failed row to explain."""
+    for cluster in ("plain", "badpw", "gone"):
+        assert backup(plain, cluster).returncode != 0
+    assert json.loads(plain.backupctl("backup", "list", "--json").stdout) == []
