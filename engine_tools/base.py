@@ -196,7 +196,9 @@ class LogArchiver(Protocol):
         catalogue rows of their own."""
 
     def expire_logs(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
-                    positions: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
-        """Forget the archived logs that none of these base backups (every one that restores from
-        this archive, by their ``positions``) replays; the repository's gc then reclaims their space.
-        Returns what went (with ``dry_run``, what would go), as JSON-ready figures."""
+                    positions: list[dict[str, Any]], others: list[dict[str, Any]],
+                    dry_run: bool = False) -> dict[str, Any]:
+        """Forget the archived logs that none of the cluster's base backups (by their ``positions``)
+        replays, nor ``others`` (catalogued elsewhere, of the same database system: they may only
+        keep more); the repository's gc then reclaims their space. Returns what went (with
+        ``dry_run``, what would go), as JSON-ready figures."""

@@ -32,7 +32,7 @@ def run(dry_run: bool, org: str | None, policy: str | None, no_gc: bool, as_json
         plans = plan(session, org=org, policy=policy)
         bin_plan = plan_recycle_bin(session, org=org) if policy is None else None
         report = None if dry_run else apply(session, plans, reclaim=not no_gc, recycle_bin=bin_plan)
-        logs, log_errors = preview_log_expiry(session, plans) if dry_run else ({}, {})
+        logs, log_errors = preview_log_expiry(session, plans, bin_plan) if dry_run else ({}, {})
         if as_json:
             print_json({"dry_run": dry_run, "policies": [p.to_dict() for p in plans],
                         **({"recycle_bin": bin_plan.to_dict()} if bin_plan else {}),
@@ -74,6 +74,7 @@ def _print_decision(d: Decision, dry_run: bool) -> None:
 def _log_expiry_line(figures: dict, dry_run: bool = False) -> str:
     if figures.get("held"):
         return f"nothing {'would be ' if dry_run else ''}expired: {figures['held']}"
-    kept = ", ".join(sorted(figures.get("kept_from", {}).values())) or "everything (no base backup)"
+    kept = "; ".join(f"timeline {tl}: {first}" for timelines in figures.get("kept_from", {}).values()
+                     for tl, first in timelines.items()) or "everything (no base backup)"
     return f"{'would expire' if dry_run else 'expired'} {figures.get('files_expired', 0)} file(s) in " \
            f"{figures.get('snapshots_forgotten', 0)} snapshot(s); kept from {kept}"

@@ -241,10 +241,13 @@ def _expire_logs(session: Session, clusters: Iterable[Cluster], report: SweepRep
             touched.add(repository)
 
 
-def preview_log_expiry(session: Session, plans: list[PolicyPlan]) -> tuple[dict[str, Any], dict[str, str]]:
-    """What ``apply`` would expire of each swept cluster's log archive once the plans' deletions are
-    done (org/cluster -> figures), and what could not be read. Changes nothing."""
-    going = frozenset(r.id for p in plans for r in p.decision.deleted())
+def preview_log_expiry(session: Session, plans: list[PolicyPlan], recycle_bin: RecycleBinPlan | None = None
+                       ) -> tuple[dict[str, Any], dict[str, str]]:
+    """What ``apply`` would expire of each swept cluster's log archive once the plans' (and the
+    recycle bin's) deletions are done (org/cluster -> figures), and what could not be read.
+    Changes nothing."""
+    decisions = [p.decision for p in plans] + ([recycle_bin.decision] if recycle_bin else [])
+    going = frozenset(r.id for d in decisions for r in d.deleted())
     errors: dict[str, str] = {}
     figures = {key: done[1] for key, done in _log_expiries(session, _clusters_of(plans), errors, going)}
     return figures, errors

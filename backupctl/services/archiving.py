@@ -140,20 +140,22 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
     once the backups named in ``going`` are deleted.
 
     The bases counted: every completed base of the archiving method catalogued under the cluster
-    (recycled ones of a former registration too), and any other one with a known database system
-    (a recycled backup recovered into another cluster still replays its source's archive). A base
-    of the cluster whose positions are unknown holds everything; the plugin tells."""
+    (recycled ones of a former registration too), and as others that may only keep more, every
+    other one (a recycled backup recovered into another cluster still replays its source's
+    archive). A base of the cluster whose positions are unknown holds everything; the plugin tells."""
     archive = _archive_of(cluster, session)
     if archive is None:
         return None
     tool, method, row, ctx = archive
     bases = session.scalars(select(Backup).where(Backup.method == method, Backup.phase == PHASE_COMPLETED,
                                                  Backup.type.in_(("full", "incremental"))))
-    positions = [b.positions or {} for b in bases if b.name not in going and (
-                 (b.organisation_id, b.cluster_name) == (cluster.organisation_id, cluster.name)
-                 or (b.positions or {}).get("system_identifier"))]
+    own, others = [], []
+    for b in bases:
+        if b.name not in going:
+            mine = (b.organisation_id, b.cluster_name) == (cluster.organisation_id, cluster.name)
+            (own if mine else others).append(b.positions or {})
     with open_repository(row) as repo:
-        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, positions, dry_run)
+        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, own, others, dry_run)
 
 
 def archive_config(session: Session, cluster: str, org: str | None = None) -> str:

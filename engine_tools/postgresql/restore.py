@@ -33,7 +33,7 @@ from engine_tools.postgresql import delta, server
 from engine_tools.postgresql import lsn as L
 from engine_tools.postgresql.layout import CONTROL_FILE, EMPTY_DIRS, ENGINE_KEY
 from engine_tools.postgresql.pitr import Target, Window, check_target, window
-from engine_tools.postgresql.wal import Listing, prefetch, refresh_listing
+from engine_tools.postgresql.wal import Listing, prefetch, refresh_listing, replays, timeline_history
 
 LOG_NAME = "backupctl-restore.log"
 REPLAY_TIMEOUT = float(os.environ.get("BACKUPCTL_PG_REPLAY_TIMEOUT", "3600"))
@@ -192,6 +192,8 @@ class RestorePlan:
                 # the timeline the target was checked on: by default recovery follows the newest
                 # timeline, and a time on this one after a later fork would give that branch's state
                 lines.append(f"recovery_target_timeline = '{self.window.timeline}'")
+            elif t.kind() is None and self.listing is not None:
+                lines.append(f"recovery_target_timeline = '{self._latest_timeline()}'")
         if self.request.port:
             lines.append(f"port = {int(self.request.port)}")
         auto = os.path.join(self.target_dir, "postgresql.auto.conf")
@@ -207,6 +209,16 @@ class RestorePlan:
         self._own_files(auto, signal)
         self._put_control_file_in_place()
         return {"settings": lines}
+
+    def _latest_timeline(self) -> int:
+        """The newest timeline replay can follow from the base: what 'latest' picks, but among the
+        timelines that branched from the base's line after its start only. PostgreSQL's 'latest' takes
+        the highest in the archive and refuses one that left the line before ("requested timeline is
+        not a child of this server's history"): after an in-place restore to an earlier point, the
+        bases of the abandoned line would not restore at all."""
+        tl, start = int(self.positions["timeline"]), L.parse_lsn(self.positions["start_lsn"])
+        history = timeline_history(self.repo, self.listing)
+        return max([tl, *(t for t in history if replays(tl, start, t, history))])
 
     def _put_control_file_in_place(self) -> None:
         pending = os.path.join(self.target_dir, PENDING_CONTROL_FILE)

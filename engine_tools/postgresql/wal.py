@@ -393,7 +393,8 @@ def record_restore_point(repo: Repository, *, cluster: str, org: str, name: str,
 class Expiry:
     snapshots: int = 0               # archive snapshots forgotten (their data goes with the repository's gc)
     files: int = 0                   # WAL files in them
-    kept_from: dict[str, str] = field(default_factory=dict)   # database system -> first segment kept
+    # database system -> timeline -> the first segment kept ("all", "none")
+    kept_from: dict[str, dict[str, str]] = field(default_factory=dict)
     held: str | None = None          # why nothing was expired, when something stopped it
 
     def to_dict(self) -> dict[str, Any]:
@@ -401,46 +402,72 @@ class Expiry:
                 "held": self.held}
 
 
+# A cutoff past every LSN: the whole timeline goes.
+NOTHING_KEPT = 1 << 64
+
+
 def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list[dict[str, Any]],
-           dry_run: bool = False) -> Expiry:
+           dry_run: bool = False, others: list[dict[str, Any]] | None = None, tags: list[str] | None = None
+           ) -> Expiry:
     """Forget the archived WAL that no base backup in ``bases`` (the positions of every base backup
-    that restores from this archive) replays: segments, partial segments, backup history files and
-    restore points. As pgBackRest's expire, timeline history files stay (they are small, and a
-    restore follows them).
+    of the cluster) replays: segments, partial segments, backup history files and restore points.
+    As pgBackRest's expire, timeline history files stay (they are small, and a restore follows
+    them): one archived with WAL that goes is stored again on its own first, so that the status
+    shows no gap where WAL went.
 
     Timelines decide what a base replays: a base on timeline A starting at LSN s needs, on timeline
     T, the WAL from s on when T is A or branched from A's line at or after s (T's history file
     says where). LSNs alone do not order timelines: after an in-place restore to an earlier point,
-    the new timeline's WAL has lower LSNs than bases of the old one. On a timeline no base reaches,
-    nothing goes: a backup on it may be running, and it starts after every base that reaches it
-    (a backup starts past its timeline's branch point), so nothing it needs is ever expired.
-    With ``dry_run``, only counts what would go."""
+    the new timeline's WAL has lower LSNs than bases of the old one. A timeline no base replays
+    goes whole, unless it is the newest: the server runs on that one, and a backup may be running
+    there (it starts past every base that replays that timeline, as a backup starts past its
+    timeline's branch point, so nothing it needs goes).
+
+    ``others``: bases catalogued elsewhere that may replay this archive (of the same database system:
+    a backup recovered into another cluster). They can only keep more: their timelines are numbered
+    by their own cluster's promotions, so one on "timeline 2" says nothing about this archive's
+    timeline 2. With ``dry_run``, only counts what would go."""
     unplaced = [p for p in bases if not (p.get("system_identifier") and p.get("start_lsn") and p.get("segment_size"))]
     if unplaced:           # a base whose start is unknown could need any WAL: expire none
         return Expiry(held=f"{len(unplaced)} base backup(s) record no start LSN or database system")
     snapshots = _archive_snapshots(repo, state_dir, cluster, org)
     result = Expiry()
-    doomed = []
+    doomed: dict[str, dict[str, Any]] = {}
+    homeless: dict[str, dict[str, bytes]] = {}          # system -> history files only doomed snapshots hold
     for system in sorted({p["system_identifier"] for p in bases}):
         own = [p for p in bases if p["system_identifier"] == system]
-        earliest = min(own, key=lambda p: L.parse_lsn(p["start_lsn"]))
-        result.kept_from[system] = earliest.get("start_wal_file") or earliest["start_lsn"]
-        history = _timeline_history(repo, _listing_from(snapshots, system))
+        foreign = [p for p in others or [] if p.get("system_identifier") == system and p.get("start_lsn")]
+        listing = _listing_from(snapshots, system)
+        histories = _history_files(repo, listing)
+        history = {L.timeline_of(n): parse_history(raw.decode(errors="replace")) for n, raw in histories.items()}
+        newest = max({L.timeline_of(n) for n in listing.files}, default=0)
+        size = int(own[0]["segment_size"])
         cutoffs: dict[int, int | None] = {}
 
         def cutoff(timeline: int) -> int | None:
-            """The start of the earliest base that replays WAL of ``timeline``; None: no base does."""
+            """Where the timeline's WAL is kept from: the start of the earliest base that replays it;
+            NOTHING_KEPT when none does; None (all kept) for the newest when none does."""
             if timeline not in cutoffs:
-                reaching = [L.parse_lsn(p["start_lsn"]) for p in own
-                            if _replays(int(p["timeline"]), L.parse_lsn(p["start_lsn"]), timeline, history)]
-                cutoffs[timeline] = min(reaching, default=None)
+                def reaching(ps: list[dict[str, Any]]) -> list[int]:
+                    return [L.parse_lsn(p["start_lsn"]) for p in ps
+                            if replays(int(p.get("timeline", 1)), L.parse_lsn(p["start_lsn"]), timeline, history)]
+
+                mine = reaching(own)
+                cutoffs[timeline] = min(mine + reaching(foreign)) if mine else \
+                    None if timeline == newest else NOTHING_KEPT
             return cutoffs[timeline]
 
-        size = int(earliest["segment_size"])
         for sid, entry in snapshots.items():
             if entry and entry.get("system_identifier") == system and _before(entry, cutoff, size):
-                doomed.append((sid, len(entry.get("files", []))))
-    for sid, files in doomed:
+                doomed[sid] = entry
+        homeless[system] = {n: raw for n, raw in histories.items() if listing.files[n].snapshot in doomed}
+        result.kept_from[system] = {str(tl): _kept_from(tl, cutoff(tl), size)
+                                    for tl in sorted({L.timeline_of(n) for n in listing.files})}
+    if not dry_run:
+        for system, files in homeless.items():
+            if files:
+                _store_again(repo, state_dir, cluster, org, system, files, tags or [])
+    for sid, entry in doomed.items():
         try:
             snapshot = load_snapshot(repo.store, repo.key, sid)
             if not dry_run:
@@ -448,21 +475,50 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
         except FileNotFoundError:
             continue                                    # forgotten meanwhile
         result.snapshots += 1
-        result.files += files
+        result.files += sum(1 for f in entry.get("files", []) if not L.HISTORY_RE.match(f["name"]))
     return result
 
 
-def _timeline_history(repo: Repository, listing: Listing) -> dict[int, dict[int, int]]:
-    """For each timeline whose history file is archived: its ancestor timelines -> the LSN at which
-    its line left each (the file's lines: ``parent-timeline  switch-LSN  reason``)."""
-    out: dict[int, dict[int, int]] = {}
+def _kept_from(timeline: int, cutoff: int | None, segment_size: int) -> str:
+    if cutoff is None:
+        return "all"
+    if cutoff == NOTHING_KEPT:
+        return "none"
+    return L.segment_name(timeline, L.segment_of(cutoff, segment_size), segment_size)
+
+
+def _history_files(repo: Repository, listing: Listing) -> dict[str, bytes]:
+    """The timeline history files the archive holds, by name, and their bytes."""
+    out = {}
     for name, f in sorted(listing.files.items()):
-        m = L.HISTORY_RE.match(name)
-        if m:
+        if L.HISTORY_RE.match(name):
             buf = io.BytesIO()
             restore_stream(repo, load_snapshot(repo.store, repo.key, f.snapshot), buf, name=name)
-            out[int(m.group(1), 16)] = parse_history(buf.getvalue().decode(errors="replace"))
+            out[name] = buf.getvalue()
     return out
+
+
+def timeline_history(repo: Repository, listing: Listing) -> dict[int, dict[int, int]]:
+    """For each timeline whose history file is archived: its ancestor timelines -> the LSN at which
+    its line left each (the file's lines: ``parent-timeline  switch-LSN  reason``)."""
+    return {L.timeline_of(n): parse_history(raw.decode(errors="replace"))
+            for n, raw in _history_files(repo, listing).items()}
+
+
+def _store_again(repo: Repository, state_dir: str, cluster: str, org: str, system: str, files: dict[str, bytes],
+                 tags: list[str]) -> None:
+    """Archive history files again, in a snapshot of their own (as wal-push would have)."""
+    with tempfile.TemporaryDirectory(prefix="backupctl-history-") as tmp:
+        paths = []
+        for name, raw in sorted(files.items()):
+            paths.append(os.path.join(tmp, name))
+            with open(paths[-1], "wb") as f:
+                f.write(raw)
+        entries = [{"name": name, "size": len(raw)} for name, raw in sorted(files.items())]
+        meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
+                              "system_identifier": system, "segment_size": None}}
+        snap = backup_paths(repo, paths, tags=["wal", *tags], metadata=meta, parent=None)
+    _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
 
 
 def parse_history(text: str) -> dict[int, int]:
@@ -474,7 +530,7 @@ def parse_history(text: str) -> dict[int, int]:
     return ends
 
 
-def _replays(base_timeline: int, base_lsn: int, timeline: int, history: dict[int, dict[int, int]]) -> bool:
+def replays(base_timeline: int, base_lsn: int, timeline: int, history: dict[int, dict[int, int]]) -> bool:
     """Whether a base on ``base_timeline`` starting at ``base_lsn`` replays WAL of ``timeline``."""
     if base_timeline == timeline:
         return True
@@ -483,17 +539,16 @@ def _replays(base_timeline: int, base_lsn: int, timeline: int, history: dict[int
 
 
 def _before(entry: dict[str, Any], cutoff: Callable[[int], int | None], segment_size: int) -> bool:
-    """Whether everything an archive snapshot holds is WAL no base replays: on each file's timeline,
-    from before ``cutoff(timeline)`` (the earliest start of a base replaying it; None: none does)."""
+    """Whether an archive snapshot holds WAL only from before ``cutoff(timeline)`` on each file's
+    timeline (where the timeline's WAL is kept from; None: all of it), besides history files
+    (which ``expire`` stores again)."""
     rp = entry.get("restore_point")
     if rp:
         start = cutoff(int(rp["timeline"]))
         return start is not None and L.parse_lsn(rp["lsn"]) < start
-    files = [f["name"] for f in entry.get("files", [])]
+    files = [f["name"] for f in entry.get("files", []) if not L.HISTORY_RE.match(f["name"])]
 
     def gone(name: str) -> bool:
-        if L.HISTORY_RE.match(name):
-            return False
         # segments, partial segments and backup history files are named after a segment
         timeline, segno = L.parse_segment_name(name[:24], segment_size)
         start = cutoff(timeline)

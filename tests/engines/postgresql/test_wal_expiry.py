@@ -12,7 +12,7 @@ import json
 import psycopg
 import pytest
 
-from engine_tools.postgresql.wal import _before, _replays, parse_history
+from engine_tools.postgresql.wal import _before, replays, parse_history
 from tests.engines.postgresql.conftest import BINDIR, as_postgres, free_port
 from tests.engines.postgresql.test_retention_pitr import backup_names, policy_backup, py_as_postgres
 
@@ -61,7 +61,7 @@ def test_retention_expires_wal_before_the_earliest_kept_base(world):
     assert preview == expiry, (preview, expiry)                           # it said what would go
     after = wal_status(env)
     tl = after["timelines"]["1"]
-    assert expiry["kept_from"] == {positions_of(env, f2)["system_identifier"]: kept_from}
+    assert expiry["kept_from"] == {positions_of(env, f2)["system_identifier"]: {"1": kept_from}}
     assert tl["first"] == kept_from, (tl, expiry)
     assert tl["missing_count"] == 0 and tl["last"] == before["last"]
     assert expiry["files_expired"] >= before["segments"] - tl["segments"] > 0, expiry
@@ -127,7 +127,7 @@ def test_a_base_replays_the_timelines_that_branched_from_its_line_after_its_star
     history = {2: parse_history("1\t0/5000000\tno recovery target specified\n"),
                3: parse_history("1\t0/5000000\tno recovery target specified\n2\t0/9000000\tat restore point\n")}
     assert history[3] == {1: 0x5000000, 2: 0x9000000}
-    assert _replays(1, 0x4000000, 2, history) and _replays(1, 0x4000000, 3, history)
-    assert not _replays(1, 0x6000000, 2, history)            # after the branch: timeline 1's own line only
-    assert _replays(2, 0x8000000, 3, history) and not _replays(2, 0x9000001, 3, history)
-    assert not _replays(3, 0x1000000, 2, history) and not _replays(1, 0x1000000, 4, history)   # no history: its own only
+    assert replays(1, 0x4000000, 2, history) and replays(1, 0x4000000, 3, history)
+    assert not replays(1, 0x6000000, 2, history)            # after the branch: timeline 1's own line only
+    assert replays(2, 0x8000000, 3, history) and not replays(2, 0x9000001, 3, history)
+    assert not replays(3, 0x1000000, 2, history) and not replays(1, 0x1000000, 4, history)   # no history: its own only

@@ -36,13 +36,9 @@ def _restore_latest(env, backup: str, name: str):
     return proc, target, port
 
 
-def test_a_backup_running_while_retention_runs_keeps_its_wal_after_an_in_place_pitr(source):
-    """LSNs are not time-ordered across timelines: after the cluster was restored in place to a point
-    before its newest base (timeline 2), a new base starts at a lower LSN than that timeline-1 base.
-    While it runs, the sweep deletes the oldest base and expires back to the earliest *completed*
-    one, the timeline-1 base, by LSN: timeline 2's segments below it go, the running backup's own
-    WAL with them. The backup then completes and is listed, but cannot be restored."""
-    env, src, conn = source
+def _two_bases(env, src, conn) -> tuple[str, str, str]:
+    """Policy p1 (keep the last); b0 with rows 1..5, rows 6..10 and the LSN after them, rows 11..50
+    over 8 segments, then b1: (b0, b1, that LSN). The connection is closed."""
     env.backupctl("policy", "create", "p1", "--cluster", "src", "--method", "pg-physical", "--keep-last", "1")
     conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
     conn.execute("INSERT INTO t SELECT generate_series(1, 5)")
@@ -50,25 +46,49 @@ def test_a_backup_running_while_retention_runs_keeps_its_wal_after_an_in_place_p
     conn.execute("INSERT INTO t SELECT generate_series(6, 10)")
     target_lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
     src.wait_archived(conn)
-    _segments(conn, src, 11, 50)                     # timeline 1 goes on for 8 segments
+    _segments(conn, src, 11, 50)
     b1 = policy_backup(env, "p1", "src")
     src.wait_archived(conn)
     conn.close()
+    return b0, b1, target_lsn
+
+
+def _in_place_pitr(env, src, base: str, target_lsn: str, extra_conf: str = "") -> None:
+    """Stop src and restore it in place from ``base`` to ``target_lsn``; it archives on once promoted."""
     src.ctl("stop")
-    # undo rows 11..50: the source restored in place from b0, archiving on once promoted (timeline 2)
-    env.backupctl("restore", "create", "--backup", b0, "--target-dir", str(src.data), "--force",
+    env.backupctl("restore", "create", "--backup", base, "--target-dir", str(src.data), "--force",
                   "--target-lsn", target_lsn, user="root")
     auto = src.data / "postgresql.auto.conf"
-    auto.write_text("".join(line for line in auto.read_text().splitlines(True) if not line.startswith("archive_mode")))
+    auto.write_text("".join(line for line in auto.read_text().splitlines(True)
+                            if not line.startswith("archive_mode")) + extra_conf)
     src.start()
+
+
+def _fork(env, src, b0: str, target_lsn: str) -> None:
+    """Undo rows 11..50 (src restored in place from b0: timeline 2, branching below b1), then rows 101..110."""
+    _in_place_pitr(env, src, b0, target_lsn)
     with src.connect() as c2:
         _wait_promoted(c2, src)
         assert [r[0] for r in c2.execute("SELECT id FROM t ORDER BY id")] == list(range(1, 11))
         _segments(c2, src, 101, 110)
-    # b2 carries the in-place restore's recovery settings: its own restore comments them out
 
-    # b2: the first base of timeline 2, taken while 'retention run' runs (here: between the backup
-    # archiving its own WAL and recording its positions)
+
+def _recycled_then_registered_again(env, src, conn) -> str:
+    """A manual full f1 (rows 1..5) and rows 6..25; src unregistered (f1 to the recycle bin), then the
+    same server registered again under its name (its archive_command names src: it archives on)."""
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    conn.execute("INSERT INTO t SELECT generate_series(1, 5)")
+    f1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)["name"]
+    _segments(conn, src, 6, 25)
+    env.backupctl("cluster", "unregister", "src", "--keep", "all")
+    env.backupctl("cluster", "register", "src", "--engine", "postgresql", "--host", str(env.sock), "--port",
+                  str(src.port), "--user", "postgres", "--data-dir", str(src.data))
+    return f1
+
+
+def _racing_backup(env, policy: str = "p1") -> tuple[str, str]:
+    """A policy backup of src during which 'retention run' runs (after the backup archived its own
+    WAL, before it records its positions): its name, and what the sweep printed."""
     out = py_as_postgres(env, f"""
 import subprocess
 from sqlalchemy import select
@@ -83,10 +103,24 @@ def racing(*a, **k):
     print("SWEEP", p.returncode, " ".join(p.stdout.split()), p.stderr.strip())
 pgb._archive_own_wal = racing
 with session_scope() as s:
-    p = s.scalar(select(BackupPolicy).where(BackupPolicy.name == "p1"))
+    p = s.scalar(select(BackupPolicy).where(BackupPolicy.name == {policy!r}))
     print(create_backup(s, cluster="src", policy_id=p.id).name)
 """)
-    b2 = out.splitlines()[-1]
+    return out.splitlines()[-1], out
+
+
+def test_a_backup_running_while_retention_runs_keeps_its_wal_after_an_in_place_pitr(source):
+    """LSNs are not time-ordered across timelines: after the cluster was restored in place to a point
+    before its newest base (timeline 2), a new base starts at a lower LSN than that timeline-1 base.
+    While it runs, the sweep deletes the oldest base and expires back to the earliest *completed*
+    one, the timeline-1 base, by LSN: timeline 2's segments below it go, the running backup's own
+    WAL with them. The backup then completes and is listed, but cannot be restored."""
+    env, src, conn = source
+    b0, b1, target_lsn = _two_bases(env, src, conn)
+    _fork(env, src, b0, target_lsn)
+    # b2, the first base of timeline 2, carries the in-place restore's recovery settings (its own
+    # restore comments them out), and is taken while 'retention run' runs
+    b2, out = _racing_backup(env)
     assert "SWEEP 0" in out and b0 not in backup_names(env), out
     assert backup_names(env) == {b1, b2}
     positions = json.loads(env.backupctl("backup", "show", b2, "--json").stdout)["positions"]
@@ -104,14 +138,7 @@ def test_a_backup_recovered_into_another_cluster_keeps_the_wal_of_its_source(sou
     name is registered again (the same server) with a policy, expiry counts only the bases now
     catalogued under it and forgets the WAL the recovered backup replays."""
     env, src, conn = source
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
-    conn.execute("INSERT INTO t SELECT generate_series(1, 5)")
-    f1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)["name"]
-    _segments(conn, src, 6, 25)
-    env.backupctl("cluster", "unregister", "src", "--keep", "all")
-    # the same server registered again under its name (its archive_command names src: it archives on)
-    env.backupctl("cluster", "register", "src", "--engine", "postgresql", "--host", str(env.sock), "--port",
-                  str(src.port), "--user", "postgres", "--data-dir", str(src.data))
+    f1 = _recycled_then_registered_again(env, src, conn)
     other = make_instance(env, "other")
     try:
         env.backupctl("backup", "recover", f1, "--cluster", "other")
