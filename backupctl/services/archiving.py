@@ -111,7 +111,7 @@ def restore_point(session: Session, cluster: str, name: str, org: str | None = N
         return tool.restore_point(repo, target_of(c), name, ctx, wait)
 
 
-def _archive_of(cluster: Cluster, session: Session) -> tuple[LogArchiver, str, BackupRepository, LogContext] | None:
+def _archive_of(session: Session, cluster: Cluster) -> tuple[LogArchiver, str, BackupRepository, LogContext] | None:
     """The plugin archiving the cluster's logs, its method, their repository and context; None when
     the cluster's engine archives no logs of its own here."""
     try:
@@ -125,7 +125,7 @@ def _archive_of(cluster: Cluster, session: Session) -> tuple[LogArchiver, str, B
 def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list[tuple[datetime, datetime] | None] | None:
     """The time range the cluster's log archive restores each base backup to (None for one it cannot
     make consistent); None when the cluster's engine archives no logs of its own here."""
-    archive = _archive_of(cluster, session)
+    archive = _archive_of(session, cluster)
     if archive is None:
         return None
     tool, _method, row, ctx = archive
@@ -143,7 +143,7 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
     (recycled ones of a former registration too), and as others that may only keep more, every
     other one (a recycled backup recovered into another cluster still replays its source's
     archive). A base of the cluster whose positions are unknown holds everything; the plugin tells."""
-    archive = _archive_of(cluster, session)
+    archive = _archive_of(session, cluster)
     if archive is None:
         return None
     tool, method, row, ctx = archive

@@ -439,22 +439,27 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
         foreign = [p for p in others or [] if p.get("system_identifier") == system and p.get("start_lsn")]
         listing = _listing_from(snapshots, system)
         histories = _history_files(repo, listing)
-        history = {L.timeline_of(n): parse_history(raw.decode(errors="replace")) for n, raw in histories.items()}
+        history = _parsed(histories)
         newest = max({L.timeline_of(n) for n in listing.files}, default=0)
         size = int(own[0]["segment_size"])
         cutoffs: dict[int, int | None] = {}
 
         def cutoff(timeline: int) -> int | None:
             """Where the timeline's WAL is kept from: the start of the earliest base that replays it;
-            NOTHING_KEPT when none does; None (all kept) for the newest when none does."""
+            for the newest timeline that none of the cluster's bases replays, None (all kept); for
+            another that no base replays at all, NOTHING_KEPT."""
             if timeline not in cutoffs:
                 def reaching(ps: list[dict[str, Any]]) -> list[int]:
                     return [L.parse_lsn(p["start_lsn"]) for p in ps
                             if replays(int(p.get("timeline", 1)), L.parse_lsn(p["start_lsn"]), timeline, history)]
 
-                mine = reaching(own)
-                cutoffs[timeline] = min(mine + reaching(foreign)) if mine else \
-                    None if timeline == newest else NOTHING_KEPT
+                mine, theirs = reaching(own), reaching(foreign)
+                if mine:
+                    cutoffs[timeline] = min(mine + theirs)
+                elif timeline == newest:
+                    cutoffs[timeline] = None
+                else:              # no backup runs on a timeline the server left: only others may keep some
+                    cutoffs[timeline] = min(theirs, default=NOTHING_KEPT)
             return cutoffs[timeline]
 
         for sid, entry in snapshots.items():
@@ -501,8 +506,11 @@ def _history_files(repo: Repository, listing: Listing) -> dict[str, bytes]:
 def timeline_history(repo: Repository, listing: Listing) -> dict[int, dict[int, int]]:
     """For each timeline whose history file is archived: its ancestor timelines -> the LSN at which
     its line left each (the file's lines: ``parent-timeline  switch-LSN  reason``)."""
-    return {L.timeline_of(n): parse_history(raw.decode(errors="replace"))
-            for n, raw in _history_files(repo, listing).items()}
+    return _parsed(_history_files(repo, listing))
+
+
+def _parsed(histories: dict[str, bytes]) -> dict[int, dict[int, int]]:
+    return {L.timeline_of(n): parse_history(raw.decode(errors="replace")) for n, raw in histories.items()}
 
 
 def _store_again(repo: Repository, state_dir: str, cluster: str, org: str, system: str, files: dict[str, bytes],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tests.engines.postgresql.conftest import Instance, free_port, restored_rows
+from tests.engines.postgresql.conftest import Instance, free_port, make_instance, restored_rows
 from tests.engines.postgresql.test_retention_pitr import backup_names, policy_backup, py_as_postgres
 from tests.engines.postgresql.test_wal_expiry_races import (
     _fork,
@@ -163,3 +163,35 @@ def test_an_ancestor_timeline_no_base_replays_is_expired_and_the_report_says_wha
                          f"base replays it; the report: {expiry}")
     start = json.loads(env.backupctl("backup", "show", b3, "--json").stdout)["positions"]["start_wal_file"]
     assert list(expiry["kept_from"].values()) == [{"1": "none", "2": start}], expiry
+
+
+def test_a_timeline_the_server_left_is_kept_for_a_recovered_backup_that_replays_it(source):
+    """f1, recycled and recovered into another cluster, replays the source's timeline 1; the source,
+    restored in place to a point after f1's start, runs on timeline 2 with a base of its own there.
+    None of the source's bases replays timeline 1 any more, but f1 does: that timeline may not go
+    whole (bases catalogued elsewhere only keep more)."""
+    env, src, conn = source
+    f1 = _recycled_then_registered_again(env, src, conn)
+    other = make_instance(env, "other")
+    try:
+        env.backupctl("backup", "recover", f1, "--cluster", "other")
+        with src.connect() as c:
+            c.execute("INSERT INTO t SELECT generate_series(26, 30)")
+            target_lsn = c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+            src.wait_archived(c)
+            _segments(c, src, 31, 40)
+        _in_place_pitr(env, src, f1, target_lsn)                 # timeline 2 from after row 30
+        env.backupctl("policy", "create", "p1", "--cluster", "src", "--method", "pg-physical", "--keep-last", "1")
+        with src.connect() as c2:
+            _wait_promoted(c2, src)
+            _segments(c2, src, 101, 110)
+            policy_backup(env, "p1", "src")
+            _segments(c2, src, 111, 115)
+        report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
+        assert f1 in backup_names(env) and "1" in _wal_status(env)["timelines"], report
+
+        proc, target, port = _restore_latest(env, f1, "restored-f1")
+        assert proc.returncode == 0, f"{proc.stderr.strip()} ({report['log_expiry']})"
+        assert restored_rows({"env": env}, target, port) == list(range(1, 31)) + list(range(101, 116))
+    finally:
+        other.stop()
