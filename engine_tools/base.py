@@ -82,6 +82,14 @@ class BackupRequest:
     # Set when the cluster's logs are archived into the repository this backup writes to: the
     # plugin may then archive the logs the backup needs itself instead of waiting for the server.
     log_context: "LogContext | None" = None
+    # Called with each snapshot id as soon as the plugin has committed that snapshot, before the
+    # backup completes: the catalogue records it, so a backup killed midway still names what it
+    # left in the repository, and deleting its Failed row forgets that too.
+    on_snapshot: Callable[[str], None] | None = None
+
+    def committed(self, snapshot_id: str) -> None:
+        if self.on_snapshot is not None:
+            self.on_snapshot(snapshot_id)
 
 
 @dataclass

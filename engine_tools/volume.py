@@ -49,6 +49,7 @@ class VolumeTool:
             raise UsageError(f"the volume method takes full backups only, not {request.type}", "use --type full")
         snap = backup_paths(repo, [request.cluster.data_dir], tags=request.tags, metadata=request.metadata,
                             progress=request.progress)
+        request.committed(snap.id)
         at = datetime.fromisoformat(snap.time)
         summary = snap.summary or {}
         return BackupResult(

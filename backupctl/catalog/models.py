@@ -232,7 +232,8 @@ class BackupSchedule(Base):
 class Backup(Base):
     """One backup. ``cluster_name`` and ``engine`` are copied so a backup outlives its cluster.
 
-    ``snapshot_ids``: the repository snapshots holding it; ``positions``: engine positions
+    ``snapshot_ids``: the repository snapshots holding it (while it runs: those stored so far, so that
+    deleting a backup that was killed midway forgets them); ``positions``: engine positions
     (LSN, binlog file/position, ...); ``restorable_from/to``: the time range it can restore to.
     ``recycled``: kept after its cluster was unregistered (the recycle bin), since ``recycled_at``;
     retention removes it a recycle-bin period after that (``backupctl.retention.recycle_bin``).

@@ -150,16 +150,22 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
                                   policy=_policy_name(session, policy_id))
         from backupctl.services.archiving import archive_context_of_backup  # archiving builds on this module
 
+        def remember(snapshot_id: str) -> None:
+            backup.snapshot_ids = [*backup.snapshot_ids, snapshot_id]   # a new list: the JSON column sees it
+            session.commit()
+
         request = BackupRequest(cluster=target_of(target), method=spec.name, type=type,
                                 metadata=snapshot_metadata(manifest),
                                 tags=[f"cluster={target.name}", f"backup={backup.name}"],
                                 parent_snapshot_ids=list(parent.snapshot_ids) if parent else [],
                                 previous_snapshot_ids=list(previous.snapshot_ids) if previous and not parent else [],
                                 progress=progress,
-                                log_context=archive_context_of_backup(session, target, repo_row.id))
+                                log_context=archive_context_of_backup(session, target, repo_row.id),
+                                on_snapshot=remember)
         try:
             result = resolved.tool.backup(repo, request)
         except BaseException as exc:
+            _forget_stored(repo, backup)
             backup.phase, backup.completed_at = PHASE_FAILED, utcnow()
             backup.error_message = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
             session.commit()
@@ -193,6 +199,21 @@ def _checked_and_opened(check: Callable[[], None], row: BackupRepository) -> Rep
             opening.add_done_callback(lambda f: f.exception() is None and f.result().close())
             raise
         return opening.result()
+
+
+def _forget_stored(repo: Repository, backup: Backup) -> None:
+    """Forget the snapshots a failed backup stored (``BackupRequest.committed``): no backup will
+    name them, and gc keeps every snapshot. Any that cannot be forgotten now stay named in the
+    row, so that deleting it (by hand or by retention) forgets them later."""
+    left = []
+    for snapshot_id in backup.snapshot_ids:
+        try:
+            repo.forget(repo.find_snapshot(snapshot_id))
+        except NotFoundError:
+            pass
+        except Exception:  # noqa: BLE001 - the backup's own error is the one to report
+            left.append(snapshot_id)
+    backup.snapshot_ids = left
 
 
 _OWNER_RE = re.compile(r" on (?P<host>\S+) \(pid (?P<pid>\d+)\)$")

@@ -179,21 +179,9 @@ def full_backup(repo: Repository, request: BackupRequest, archive_hint: str) -> 
     """A full backup, or with ``request.type == "incremental"`` one that stores only the pages of
     relation files changed since its parent's start (see delta.py); the rest is the same.
 
-    A backup that fails after its data snapshot was committed forgets it: no catalogue row names
-    it, so it would stay in the repository for good (gc keeps every snapshot)."""
-    made: list[Snapshot] = []
-    try:
-        return _take(repo, request, archive_hint, made)
-    except BaseException:
-        for snapshot in made:
-            try:
-                repo.forget(snapshot)
-            except Exception:  # noqa: BLE001 - the backup's own error is the one to report
-                pass
-        raise
-
-
-def _take(repo: Repository, request: BackupRequest, archive_hint: str, made: list[Snapshot]) -> BackupResult:
+    Each snapshot is reported (``request.committed``) as soon as it is stored: if the backup fails
+    or is killed later, the core forgets it (no backup would ever name it, and gc keeps every
+    snapshot)."""
     cluster = request.cluster
     parent = _parent(repo, request)
     conn = connect(cluster)
@@ -229,7 +217,7 @@ def _take(repo: Repository, request: BackupRequest, archive_hint: str, made: lis
                             fixed_chunks=delta.fixed_chunk_size,
                             metadata={ENGINE_KEY: {"part": "data", "cluster": cluster.name,
                                                    "backup": request.metadata.get("backup")}})
-        made.append(data)
+        request.committed(data.id)
         # Files deleted while it ran are replayed from WAL, sockets skipped (as pg_basebackup); every
         # other error counts, however many vanished files came before it.
         if data.summary.get("unreadable_count"):
@@ -280,6 +268,7 @@ def _take(repo: Repository, request: BackupRequest, archive_hint: str, made: lis
                             # repository self-describing, so 'catalog rebuild' loses no chain
                             "chain": [*(parent[2] if parent else []), data.id]}
     snap = backup_stream(repo, io.BytesIO(label.encode()), "backup_label", tags=[*tags, "pg-label"], metadata=metadata)
+    request.committed(snap.id)
     summary = data.summary or {}
     return BackupResult(snapshot_ids=[data.id, snap.id],
                         logical_size=int(summary.get("bytes_total", 0) or 0),
