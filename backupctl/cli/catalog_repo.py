@@ -1,4 +1,4 @@
-"""``backupctl repo add`` and ``repo list``: repositories in the catalogue (the ``repo`` group
+"""``backupctl repo add``, ``repo set`` and ``repo list``: repositories in the catalogue (the ``repo`` group
 in backupctl/cli/repo.py loads them on first use)."""
 
 from __future__ import annotations
@@ -40,6 +40,34 @@ def add(name: str, url: str, default: bool, orgs: tuple[str, ...], password_env:
     else:
         click.echo(f"added repository {name} ({data['url']}){' as the default' if default else ''}"
                    f"{', created it' if created else ''}")
+
+
+@click.command("set")
+@click.argument("name")
+@click.option("--default", "default", is_flag=True, help="Make it the default repository.")
+@click.option("--password-env", metavar="VAR", help="Read the password from this environment variable from now on.")
+@click.option("--password-file", metavar="FILE", help="Read the password from this file from now on.")
+@click.option("--password-command", metavar="CMD", help="Run this command for the password from now on.")
+@click.option("--no-connect", is_flag=True, help="Do not open the repository with the new password source first.")
+@json_option
+def set_(name: str, default: bool, password_env: str | None, password_file: str | None, password_command: str | None,
+         no_connect: bool, as_json: bool) -> None:
+    """Change where repository NAME's password comes from, or make it the default.
+
+    The repository is opened with the new source first: one that does not open it changes nothing."""
+    with session_scope() as s:
+        row = service.get_repository(s, name)
+        service.set_repository(s, row, default=default, password_env=password_env, password_file=password_file,
+                               password_command=password_command)
+        if not no_connect:
+            service.open_repository(row).close()
+        data = service.repository_to_dict(row)
+    if as_json:
+        print_json(data)
+    else:
+        source = data["password_source"]
+        click.echo(f"repository {name}: password from {source['kind']}:{source['value']}"
+                   f"{', the default' if data['default'] else ''}")
 
 
 @click.command("list")

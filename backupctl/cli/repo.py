@@ -21,7 +21,8 @@ from backupctl.repository.stats import repository_stats
 
 @click.group("repo", cls=LazyGroup, lazy_subcommands={
     # The catalogue's named repositories (KubeBlocks' BackupRepo) live under the same group.
-    "add": "backupctl.cli.catalog_repo:add", "list": "backupctl.cli.catalog_repo:list_"})
+    "add": "backupctl.cli.catalog_repo:add", "set": "backupctl.cli.catalog_repo:set_",
+    "list": "backupctl.cli.catalog_repo:list_"})
 def command() -> None:
     """Create, inspect, check and clean repositories."""
 

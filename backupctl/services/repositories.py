@@ -30,17 +30,27 @@ def normalise_url(url: str) -> str:
     return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
+def _password_source(password_env: str | None, password_file: str | None, password_command: str | None
+                     ) -> dict[str, str | None]:
+    """The row's password fields: at most one source (none: BACKUPCTL_PASSWORD)."""
+    given = [o for o, v in (("--password-env", password_env), ("--password-file", password_file),
+                            ("--password-command", password_command)) if v]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} both name a password source", "give one of them")
+    if password_env:
+        check_env_var_name(password_env, "--password-env")
+    return {"password_env": password_env, "password_command": password_command,
+            "password_file": os.path.abspath(os.path.expanduser(password_file)) if password_file else None}
+
+
 def add_repository(session: Session, *, name: str, url: str, default: bool = False, orgs: list[str] | tuple = (),
                    password_env: str | None = None, password_file: str | None = None,
                    password_command: str | None = None) -> BackupRepository:
     check_name(name, "repository")
-    if password_env:
-        check_env_var_name(password_env, "--password-env")
+    source = _password_source(password_env, password_file, password_command)
     if session.scalar(select(BackupRepository).where(BackupRepository.name == name)) is not None:
         raise UsageError(f"a repository named {name} is already in the catalogue", "choose another name")
-    row = BackupRepository(name=name, url=normalise_url(url), password_env=password_env,
-                           password_file=os.path.abspath(os.path.expanduser(password_file)) if password_file else None,
-                           password_command=password_command,
+    row = BackupRepository(name=name, url=normalise_url(url), **source,
                            organisations=[get_organisation(session, o, create=True) for o in orgs])
     session.add(row)
     if default:
@@ -48,6 +58,28 @@ def add_repository(session: Session, *, name: str, url: str, default: bool = Fal
     session.flush()
     audit.record(session, "repository.add", f"repository/{name}", url=row.url, default=default)
     return row
+
+
+def set_repository(session: Session, row: BackupRepository, *, default: bool = False,
+                   password_env: str | None = None, password_file: str | None = None,
+                   password_command: str | None = None) -> None:
+    """Change where ``row``'s password comes from (when one source is given) and make it the
+    default. The caller opens the repository with the new source before committing: a source
+    that does not open it must not replace one that does."""
+    changed = []
+    if password_env or password_file or password_command:
+        for field, value in _password_source(password_env, password_file, password_command).items():
+            setattr(row, field, value)
+        changed.append("password source")
+    if default:
+        make_default(session, row)
+        changed.append("default")
+    if not changed:
+        raise UsageError(f"nothing to change on repository {row.name}",
+                         "give --password-env, --password-file, --password-command or --default")
+    session.flush()
+    audit.record(session, "repository.set", f"repository/{row.name}", changed=changed,
+                 password_source=repository_to_dict(row)["password_source"]["kind"])
 
 
 def make_default(session: Session, row: BackupRepository) -> None:
