@@ -15,7 +15,9 @@ instead into that cluster's own archive: once promoted, the new timeline's WAL a
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import socket
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from backupctl.durable import fsync_dir, sync_tree
 from backupctl.errors import BackupctlError, IntegrityError, NotFoundError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.restore import restore_snapshot, restore_stream
-from backupctl.repository.tree import Node, walk_tree
+from backupctl.repository.tree import FILE, Node, walk_tree
 from engine_tools.base import RestoreRequest, RestoreStage
 from engine_tools.postgresql import delta, server
 from engine_tools.postgresql import lsn as L
@@ -403,6 +405,44 @@ def _find(repo: Repository, ids: list[str]) -> tuple[Snapshot, Snapshot]:
     return label, data
 
 
+# Where a server looks without unix_socket_directories: Debian's build, then PostgreSQL's own default.
+DEFAULT_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
+_SETTING = re.compile(r"^\s*(port|unix_socket_directories)\s*=?\s*('(?:[^']|'')*'|[^\s#]+)", re.MULTILINE)
+
+
+def listen_settings(repo: Repository, data: Snapshot, port: int | None) -> tuple[int, list[str]]:
+    """The port and socket directories a server started on the restored files would use: ``port``
+    if given (it goes into postgresql.auto.conf), else the backup's postgresql.conf and then
+    postgresql.auto.conf, as the server reads them (the last setting wins; includes are not followed)."""
+    order = ("postgresql.conf", "postgresql.auto.conf")      # Debian keeps postgresql.conf in /etc
+    with repo.lock("shared", "restore"):
+        repo.reload_index()
+        files = {n.path: n for n in walk_tree(repo, data.tree) if n.path in order and n.type == FILE}
+        texts = [b"".join(repo.read_blobs([bytes.fromhex(c) for c in files[name].chunks]))
+                 for name in order if name in files]
+    found: dict[str, str] = {}
+    for text in texts:
+        for key, value in _SETTING.findall(text.decode(errors="replace")):
+            found[key] = value[1:-1].replace("''", "'") if value.startswith("'") else value
+    dirs = [d.strip() for d in found.get("unix_socket_directories", "").split(",") if d.strip()]
+    return port or int(found.get("port", 5432)), dirs or list(DEFAULT_SOCKET_DIRS)
+
+
+def check_port_free(port: int, socket_dirs: list[str]) -> None:
+    """Refuse, before any file is written, a port another server of this host listens on: the
+    restored server would fail to start only after the whole data stage."""
+    taken = [os.path.join(d, f".s.PGSQL.{port}") for d in socket_dirs
+             if os.path.exists(os.path.join(d, f".s.PGSQL.{port}"))]
+    try:
+        with socket.create_connection(("localhost", port), timeout=1):
+            taken.append(f"localhost:{port}")
+    except OSError:
+        pass
+    if taken:
+        raise UsageError(f"port {port}, on which the restored server would start, is in use on this host "
+                         f"({', '.join(taken)})", "pass --port with a free port")
+
+
 def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
     """Check the backup, the archive and the target; nothing on disk changes."""
     if len(request.snapshot_ids) < 2:
@@ -426,6 +466,8 @@ def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
     elif target.kind():
         raise UsageError("a point-in-time restore needs the WAL archive of the source cluster",
                          "restore through 'backupctl restore create'")
+    if request.start:
+        check_port_free(*listen_settings(repo, data, request.port))
     return RestorePlan(repo, request, label, data, positions, target, w, source, org, listing)
 
 
