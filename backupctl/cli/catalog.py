@@ -46,7 +46,8 @@ def rebuild(repo_url: str, name: str | None, password_file: str | None, password
             report = rebuild_from_repository(s, repo, row)
     if as_json:
         print_json({"repository": row.name, "created": report.created, "existing": report.existing,
-                    "ignored_snapshots": report.ignored_snapshots, "missing_parents": report.missing_parents})
+                    "ignored_snapshots": report.ignored_snapshots, "missing_parents": report.missing_parents,
+                    "incomplete": report.incomplete})
         return
     click.echo(f"rebuilt from repository {row.name}: {len(report.created)} backup(s) recreated, "
                f"{len(report.existing)} already known, {report.ignored_snapshots} snapshot(s) without catalogue "
@@ -54,6 +55,9 @@ def rebuild(repo_url: str, name: str | None, password_file: str | None, password
     if report.missing_parents:
         click.echo(f"warning: the parent of {', '.join(report.missing_parents)} is not in the repository; "
                    "those backups cannot be restored", err=True)
+    if report.incomplete:
+        click.echo(f"warning: {', '.join(report.incomplete)} not recreated: snapshot(s) of theirs are gone from the "
+                   "repository (a backup killed midway, then deleted)", err=True)
 
 
 @command.command("upgrade")

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from backupctl.catalog.manifest import BackupManifest, snapshot_metadata
@@ -150,9 +151,15 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
                                   policy=_policy_name(session, policy_id))
         from backupctl.services.archiving import archive_context_of_backup  # archiving builds on this module
 
+        stored: list[str] = []
+
         def remember(snapshot_id: str) -> None:
-            backup.snapshot_ids = [*backup.snapshot_ids, snapshot_id]   # a new list: the JSON column sees it
-            session.commit()
+            stored.append(snapshot_id)
+            backup.snapshot_ids = list(stored)         # a new list: the JSON column sees the change
+            try:
+                session.commit()
+            except SQLAlchemyError:     # a busy catalogue must not fail the backup: the id is kept here,
+                session.rollback()      # recorded at completion, forgotten on failure all the same
 
         request = BackupRequest(cluster=target_of(target), method=spec.name, type=type,
                                 metadata=snapshot_metadata(manifest),
@@ -165,7 +172,7 @@ def _create_backup(session: Session, target: Cluster, *, method: str, type: str,
         try:
             result = resolved.tool.backup(repo, request)
         except BaseException as exc:
-            _forget_stored(repo, backup)
+            backup.snapshot_ids = _forget_stored(repo, stored)
             backup.phase, backup.completed_at = PHASE_FAILED, utcnow()
             backup.error_message = str(exc) if not isinstance(exc, KeyboardInterrupt) else "interrupted"
             session.commit()
@@ -201,19 +208,19 @@ def _checked_and_opened(check: Callable[[], None], row: BackupRepository) -> Rep
         return opening.result()
 
 
-def _forget_stored(repo: Repository, backup: Backup) -> None:
+def _forget_stored(repo: Repository, snapshot_ids: list[str]) -> list[str]:
     """Forget the snapshots a failed backup stored (``BackupRequest.committed``): no backup will
-    name them, and gc keeps every snapshot. Any that cannot be forgotten now stay named in the
-    row, so that deleting it (by hand or by retention) forgets them later."""
+    name them, and gc keeps every snapshot. Returns those that could not be forgotten now, for
+    its row to name, so that deleting it (by hand or by retention) forgets them later."""
     left = []
-    for snapshot_id in backup.snapshot_ids:
+    for snapshot_id in snapshot_ids:
         try:
             repo.forget(repo.find_snapshot(snapshot_id))
         except NotFoundError:
             pass
         except Exception:  # noqa: BLE001 - the backup's own error is the one to report
             left.append(snapshot_id)
-    backup.snapshot_ids = left
+    return left
 
 
 _OWNER_RE = re.compile(r" on (?P<host>\S+) \(pid (?P<pid>\d+)\)$")
@@ -238,8 +245,9 @@ def mark_interrupted(session: Session, org: str | None = None) -> list[str]:
 
     A running backup holds its cluster's backup lease and renews it. If nobody holds the lease
     (it expired), or its holder is a process of this host that no longer exists, the backup
-    can never complete: its row becomes Failed (its repository snapshots, if any, were never
-    committed as a backup and are left to garbage collection), and a dead holder's lease is released.
+    can never complete: its row becomes Failed, and a dead holder's lease is released. Its row
+    names the snapshots it stored before it stopped (``BackupRequest.committed``): deleting the
+    row forgets them; packs that no snapshot names yet are left to garbage collection.
     """
     organisation = get_organisation(session, org)
     running = list(session.scalars(select(Backup).where(Backup.organisation_id == organisation.id,

@@ -34,12 +34,15 @@ class RebuildReport:
     existing: list[str] = field(default_factory=list)
     ignored_snapshots: int = 0        # snapshots without catalogue metadata (plain file snapshots)
     missing_parents: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)   # a member snapshot is gone: never usable
 
 
 def rebuild_from_repository(session: Session, repo: Repository, repo_row: BackupRepository) -> RebuildReport:
     report = RebuildReport()
     groups: dict[str, list[tuple[Snapshot, BackupManifest]]] = {}
-    for snap in repo.snapshots():
+    snapshots = repo.snapshots()
+    present = {s.id for s in snapshots}
+    for snap in snapshots:
         manifest = parse_snapshot_metadata(snap.metadata)
         if manifest is None:
             report.ignored_snapshots += 1
@@ -67,6 +70,9 @@ def rebuild_from_repository(session: Session, repo: Repository, repo_row: Backup
             positions.update(mm.positions)
         # snapshots stored without a manifest (a data snapshot) are named by the one that has it
         ids = [*dict.fromkeys([*(x for _, mm in members for x in mm.members), *(s.id for s in snaps)])]
+        if not present.issuperset(ids):      # e.g. the label of a killed backup whose data was forgotten
+            report.incomplete.append(name)
+            continue
         policy = m.policy and cluster is not None and session.scalar(select(BackupPolicy).where(
             BackupPolicy.organisation_id == org.id, BackupPolicy.name == m.policy,
             BackupPolicy.cluster_id == cluster.id))
@@ -92,6 +98,6 @@ def rebuild_from_repository(session: Session, repo: Repository, repo_row: Backup
                 report.missing_parents.append(name)
             backup.parent = parent
     audit.record(session, "catalog.rebuild", f"repository/{repo_row.name}", created=len(report.created),
-                 existing=len(report.existing), ignored=report.ignored_snapshots)
+                 existing=len(report.existing), ignored=report.ignored_snapshots, incomplete=len(report.incomplete))
     session.flush()
     return report

@@ -7,8 +7,10 @@ keeps every snapshot), a full copy of the cluster per killed backup.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +21,7 @@ def test_a_killed_backup_names_its_data_snapshot_and_deleting_it_forgets_it(sour
     env, src, conn = source
     conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
     # Killed at the step right after the data snapshot is stored (the check of the stored pg_control).
-    killed = subprocess.run(["runuser", "-u", "postgres", "--", sys.executable, "-c", """
+    killed = run_as_postgres(env, """
 import os, signal
 from backupctl.catalog.db import session_scope
 from backupctl.services.backups import create_backup
@@ -27,7 +29,7 @@ import engine_tools.postgresql.backup as pgb
 pgb._check_control_file = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 with session_scope() as s:
     create_backup(s, cluster="src")
-"""], capture_output=True, text=True, env={**os.environ, **env.env}, cwd=str(env.root), timeout=300)
+""")
     assert killed.returncode == 128 + 9, killed.stderr      # runuser reports the SIGKILL
     leftover = data_snapshots(env)
     assert len(leftover) == 1
@@ -42,3 +44,93 @@ with session_scope() as s:
     env.backupctl("backup", "delete", dead["name"])
     remaining = data_snapshots(env)
     assert remaining and remaining <= set(good["snapshot_ids"])      # the good backup's, and only it
+
+
+def run_as_postgres(env, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", sys.executable, "-c", code], capture_output=True,
+                          text=True, env={**os.environ, **env.env}, cwd=str(env.root), timeout=300)
+
+
+def test_killed_after_its_label_is_stored_then_deleted_is_not_rebuilt(source):
+    """The label snapshot stored, the process killed before the catalogue recorded it: deleting the row
+    forgets the data snapshot only, and 'catalog rebuild' must not bring back a backup without its data."""
+    env, src, conn = source
+    conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+    good = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+    killed = run_as_postgres(env, """
+import os, signal
+from backupctl.catalog.db import session_scope
+from backupctl.services.backups import create_backup
+import engine_tools.postgresql.backup as pgb
+stream = pgb.backup_stream
+def stored_then_killed(*a, **k):
+    stream(*a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+pgb.backup_stream = stored_then_killed
+with session_scope() as s:
+    create_backup(s, cluster="src")
+""")
+    assert killed.returncode == 128 + 9, killed.stderr
+    dead = next(b for b in json.loads(env.backupctl("backup", "list", "--json").stdout) if b["name"] != good["name"])
+    env.backupctl("backup", "delete", dead["name"])
+    fresh = dataclasses.replace(env, env={**env.env, "BACKUPCTL_HOME": str(env.root / "home-rebuilt")})
+    (env.root / "home-rebuilt").mkdir()
+    shutil.chown(env.root / "home-rebuilt", "postgres", "postgres")
+    rebuilt = json.loads(fresh.backupctl("catalog", "rebuild", "--repo", env.repo_url, "--password-file",
+                                         str(env.root / "password"), "--json").stdout)
+    assert rebuilt["created"] == [good["name"]] and rebuilt["incomplete"] == [dead["name"]]
+
+
+CATALOGUE_BUSY_ONCE = """
+import sqlalchemy.exc
+from sqlalchemy.orm import Session
+from backupctl.catalog.db import session_scope
+from backupctl.errors import BackupctlError
+from backupctl.services.backups import create_backup
+import engine_tools.postgresql.backup as pgb
+busy = []
+commit = Session.commit
+def commit_unless_busy(self):
+    if busy:
+        busy.clear()
+        raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("database is locked (injected)"))
+    commit(self)
+Session.commit = commit_unless_busy
+paths = pgb.backup_paths
+def stored_then_busy(*a, **k):
+    snap = paths(*a, **k)
+    busy.append(1)            # the commit that records the data snapshot fails
+    return snap
+pgb.backup_paths = stored_then_busy
+"""
+
+
+def test_a_busy_catalogue_while_a_snapshot_is_recorded_neither_fails_the_backup_nor_leaks(source):
+    env, src, conn = source
+    conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+    out = run_as_postgres(env, CATALOGUE_BUSY_ONCE + """
+with session_scope() as s:
+    print(create_backup(s, cluster="src").phase)
+""")
+    assert out.returncode == 0 and out.stdout.split()[-1] == "Completed", out.stderr
+    [row] = json.loads(env.backupctl("backup", "list", "--json").stdout)
+    assert data_snapshots(env) <= set(row["snapshot_ids"]) and data_snapshots(env)
+
+
+def test_a_busy_catalogue_then_a_failure_still_forgets_the_snapshot(source):
+    env, src, conn = source
+    conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+    out = run_as_postgres(env, CATALOGUE_BUSY_ONCE + """
+def fails(*a, **k):
+    raise BackupctlError("the control file check failed (injected)")
+pgb._check_control_file = fails
+try:
+    with session_scope() as s:
+        create_backup(s, cluster="src")
+except BackupctlError as exc:
+    print("FAILED", exc)
+""")
+    assert "FAILED the control file check failed (injected)" in out.stdout, out.stderr
+    assert data_snapshots(env) == set()
+    [row] = json.loads(env.backupctl("backup", "list", "--json").stdout)
+    assert row["phase"] == "Failed" and row["snapshot_ids"] == []
