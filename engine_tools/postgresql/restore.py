@@ -405,15 +405,27 @@ def _find(repo: Repository, ids: list[str]) -> tuple[Snapshot, Snapshot]:
     return label, data
 
 
-# Where a server looks without unix_socket_directories: Debian's build, then PostgreSQL's own default.
-DEFAULT_SOCKET_DIRS = ("/var/run/postgresql", "/tmp")
-_SETTING = re.compile(r"^\s*(port|unix_socket_directories)\s*=?\s*('(?:[^']|'')*'|[^\s#]+)", re.MULTILINE)
+# Where a server looks without unix_socket_directories: Debian's and Red Hat's builds, else PostgreSQL's own.
+DEFAULT_SOCKET_DIR = "/var/run/postgresql" if os.path.isdir("/var/run/postgresql") else "/tmp"
+_SETTING = re.compile(r"^[ \t]*(\w+)[ \t]*=?[ \t]*('(?:[^']|'')*'|[^\s#]*)", re.MULTILINE)
+_INCLUDES = {"include", "include_dir", "include_if_exists"}
 
 
-def listen_settings(repo: Repository, data: Snapshot, port: int | None) -> tuple[int, list[str]]:
-    """The port and socket directories a server started on the restored files would use: ``port``
-    if given (it goes into postgresql.auto.conf), else the backup's postgresql.conf and then
-    postgresql.auto.conf, as the server reads them (the last setting wins; includes are not followed)."""
+@dataclass
+class Listen:
+    """Where a server started on the restored files would listen."""
+
+    port: int
+    port_from: str                 # for the message: --port, the backup's configuration, PGPORT, the default
+    socket_dirs: list[str]
+    tcp: bool                      # listen_addresses is not empty
+
+
+def listen_settings(repo: Repository, data: Snapshot, port: int | None) -> Listen | None:
+    """Where a server started on the restored files would listen: ``port`` if given (it goes into
+    postgresql.auto.conf), else the backup's postgresql.conf and postgresql.auto.conf as the server
+    reads them (the last setting wins), else PGPORT, else 5432. None when that cannot be known
+    here: the port set in an included file, or a value this does not parse."""
     order = ("postgresql.conf", "postgresql.auto.conf")      # Debian keeps postgresql.conf in /etc
     with repo.lock("shared", "restore"):
         repo.reload_index()
@@ -423,24 +435,47 @@ def listen_settings(repo: Repository, data: Snapshot, port: int | None) -> tuple
     found: dict[str, str] = {}
     for text in texts:
         for key, value in _SETTING.findall(text.decode(errors="replace")):
-            found[key] = value[1:-1].replace("''", "'") if value.startswith("'") else value
-    dirs = [d.strip() for d in found.get("unix_socket_directories", "").split(",") if d.strip()]
-    return port or int(found.get("port", 5432)), dirs or list(DEFAULT_SOCKET_DIRS)
+            found[key.lower()] = value[1:-1].replace("''", "'") if value.startswith("'") else value
+    if port:
+        port_from = "--port"
+    elif _INCLUDES & found.keys():
+        return None
+    else:
+        setting, port_from = next((v, w) for v, w in ((found.get("port"), "the backup's postgresql.conf"),
+                                                      (os.environ.get("PGPORT"), "PGPORT"), ("5432", "the default"))
+                                  if v)
+        try:
+            port = int(setting, 0)           # as PostgreSQL reads integers (strtol, base 0)
+        except ValueError:
+            return None
+    dirs = found.get("unix_socket_directories", DEFAULT_SOCKET_DIR)
+    return Listen(port, port_from, [d.strip() for d in dirs.split(",") if d.strip()],
+                  tcp=bool(found.get("listen_addresses", "localhost").strip()))
 
 
-def check_port_free(port: int, socket_dirs: list[str]) -> None:
-    """Refuse, before any file is written, a port another server of this host listens on: the
-    restored server would fail to start only after the whole data stage."""
-    taken = [os.path.join(d, f".s.PGSQL.{port}") for d in socket_dirs
-             if os.path.exists(os.path.join(d, f".s.PGSQL.{port}"))]
-    try:
-        with socket.create_connection(("localhost", port), timeout=1):
-            taken.append(f"localhost:{port}")
-    except OSError:
-        pass
+def check_port_free(listen: Listen) -> None:
+    """Refuse, before any file is written, a port on which a server of this host answers where the
+    restored server would listen: it would fail to start only after the whole data stage. A socket
+    file nobody answers on is a crashed server's, which PostgreSQL replaces when it starts."""
+    taken = []
+    for d in listen.socket_dirs:
+        path = os.path.join(d, f".s.PGSQL.{listen.port}")
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+                taken.append(path)
+            except OSError:
+                pass
+    if listen.tcp:
+        try:
+            with socket.create_connection(("localhost", listen.port), timeout=1):
+                taken.append(f"localhost:{listen.port}")
+        except OSError:
+            pass
     if taken:
-        raise UsageError(f"port {port}, on which the restored server would start, is in use on this host "
-                         f"({', '.join(taken)})", "pass --port with a free port")
+        raise UsageError(f"port {listen.port} (from {listen.port_from}), on which the restored server would start, "
+                         f"is in use on this host ({', '.join(taken)})",
+                         "pass --port with a free port, or stop the server that uses it")
 
 
 def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
@@ -466,8 +501,9 @@ def plan_restore(repo: Repository, request: RestoreRequest) -> RestorePlan:
     elif target.kind():
         raise UsageError("a point-in-time restore needs the WAL archive of the source cluster",
                          "restore through 'backupctl restore create'")
-    if request.start:
-        check_port_free(*listen_settings(repo, data, request.port))
+    listen = listen_settings(repo, data, request.port) if request.start else None
+    if listen is not None:
+        check_port_free(listen)
     return RestorePlan(repo, request, label, data, positions, target, w, source, org, listing)
 
 
