@@ -55,6 +55,11 @@ def rebuild_from_repository(session: Session, repo: Repository, repo_row: Backup
             report.existing.append(name)
             continue
         snaps = [s for s, _ in members]
+        # snapshots stored without a manifest (a data snapshot) are named by the one that has it
+        ids = [*dict.fromkeys([*(x for _, mm in members for x in mm.members), *(s.id for s in snaps)])]
+        if not present.issuperset(ids):      # e.g. the label of a killed backup whose data was forgotten
+            report.incomplete.append(name)
+            continue
         m = members[0][1]
         org = get_organisation(session, m.org, create=True)
         cluster = session.scalar(select(Cluster).where(Cluster.organisation_id == org.id, Cluster.name == m.cluster,
@@ -68,11 +73,6 @@ def rebuild_from_repository(session: Session, repo: Repository, repo_row: Backup
         positions: dict = {}
         for _, mm in members:
             positions.update(mm.positions)
-        # snapshots stored without a manifest (a data snapshot) are named by the one that has it
-        ids = [*dict.fromkeys([*(x for _, mm in members for x in mm.members), *(s.id for s in snaps)])]
-        if not present.issuperset(ids):      # e.g. the label of a killed backup whose data was forgotten
-            report.incomplete.append(name)
-            continue
         policy = m.policy and cluster is not None and session.scalar(select(BackupPolicy).where(
             BackupPolicy.organisation_id == org.id, BackupPolicy.name == m.policy,
             BackupPolicy.cluster_id == cluster.id))

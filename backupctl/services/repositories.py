@@ -83,8 +83,14 @@ def set_repository(session: Session, row: BackupRepository, *, default: bool = F
 
 
 def make_default(session: Session, row: BackupRepository) -> None:
+    """Make ``row`` the default of the organisations that may use it. One open to all organisations
+    replaces the other such default; one open to some replaces the defaults of theirs, and leaves
+    other organisations theirs (see ``default_repository``)."""
+    mine = {o.id for o in row.organisations}
     for other in session.scalars(select(BackupRepository).where(BackupRepository.is_default.is_(True))):
-        other.is_default = False
+        theirs = {o.id for o in other.organisations}
+        if mine & theirs if mine else not theirs:
+            other.is_default = False
     row.is_default = True
 
 
@@ -119,8 +125,10 @@ def list_repositories(session: Session, org: str | None = None) -> list[BackupRe
 
 
 def default_repository(session: Session, org: Organisation) -> BackupRepository | None:
-    rows = session.scalars(select(BackupRepository).where(BackupRepository.is_default.is_(True)))
-    return next((r for r in rows if usable_by(r, org)), None)
+    """The organisation's own default repository, else the default open to all organisations."""
+    rows = [r for r in session.scalars(select(BackupRepository).where(BackupRepository.is_default.is_(True))
+                                       .order_by(BackupRepository.name)) if usable_by(r, org)]
+    return next((r for r in rows if r.organisations), None) or next(iter(rows), None)
 
 
 def repository_password(row: BackupRepository) -> str:

@@ -13,6 +13,8 @@ from sqlalchemy import select
 from backupctl.catalog.db import session_scope
 from backupctl.catalog.models import AuditEvent
 from backupctl.repository import Repository
+from backupctl.services.organisations import get_organisation
+from backupctl.services.repositories import default_repository
 from tests.catalog.conftest import PASSWORD
 
 
@@ -64,3 +66,17 @@ def test_default_and_bad_input(run, tmp_path) -> None:
     assert run.fails("repo", "set", "b", "--password-env", "X", "--password-file", "/f") == \
         "error: --password-env and --password-file both name a password source (give one of them)"
     assert run.fails("repo", "set", "nope", "--default").startswith("error: no repository 'nope' in the catalogue")
+
+
+def test_a_default_for_one_organisation_does_not_take_another_organisations_default(run, tmp_path) -> None:
+    run("repo", "add", "shared", "--url", str(tmp_path / "shared"), "--default")
+    run("repo", "add", "acme-only", "--url", str(tmp_path / "acme"), "--org", "acme")
+    run("repo", "add", "other-only", "--url", str(tmp_path / "other"), "--org", "other")
+    with session_scope() as s:
+        assert default_repository(s, get_organisation(s, "other")).name == "shared"
+    run("repo", "set", "acme-only", "--default")
+    with session_scope() as s:
+        assert default_repository(s, get_organisation(s, "acme")).name == "acme-only"
+        # organisation 'other' cannot use acme-only: it keeps the default open to all (from a review)
+        got = default_repository(s, get_organisation(s, "other"))
+        assert got is not None and got.name == "shared"

@@ -76,20 +76,24 @@ def test_two_live_clusters_cannot_share_a_name_but_an_unregistered_name_is_free(
     assert [c.engine for c in clusters.list_clusters(session, include_deleted=True)] == ["postgresql", "mysql"]
 
 
-def test_repository_rows_name_the_password_source_and_one_default(session: Session, tmp_path) -> None:
+def test_repository_rows_name_the_password_source_and_one_default_per_organisation(session: Session,
+                                                                                    tmp_path) -> None:
     a = repositories.add_repository(session, name="nas", url=str(tmp_path / "a"), default=True)
     b = repositories.add_repository(session, name="s3", url="s3://bucket/prefix", default=True, orgs=["acme"],
                                     password_env="S3_REPO_PASSWORD")
     session.commit()
-    assert (a.is_default, b.is_default) == (False, True)
+    assert (a.is_default, b.is_default) == (True, True)        # acme's own, and the one open to all
     assert repositories.repository_to_dict(b)["password_source"] == {"kind": "env", "value": "S3_REPO_PASSWORD"}
     assert repositories.repository_to_dict(a)["password_source"] == {"kind": "env", "value": "BACKUPCTL_PASSWORD"}
     default_org = session.scalar(select(Organisation).where(Organisation.name == "default"))
     acme = session.scalar(select(Organisation).where(Organisation.name == "acme"))
     assert repositories.default_repository(session, acme).name == "s3"
-    assert repositories.default_repository(session, default_org) is None   # s3 is acme's only
+    assert repositories.default_repository(session, default_org).name == "nas"   # s3 is acme's only
     assert [r.name for r in repositories.list_repositories(session, "default")] == ["nas"]
     assert a.url == str(tmp_path / "a")
+    c = repositories.add_repository(session, name="nas2", url=str(tmp_path / "c"), default=True)
+    session.commit()
+    assert (a.is_default, b.is_default, c.is_default) == (False, True, True)   # replaces the one open to all
 
 
 def test_policy_with_schedules_per_method_round_trips(session: Session) -> None:
