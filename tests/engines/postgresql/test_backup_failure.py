@@ -17,13 +17,8 @@ def data_snapshots(env) -> set[str]:
     return {s["id"] for s in json.loads(listed.stdout) if "pg-data" in s["tags"]}
 
 
-def test_a_backup_failing_after_its_data_is_stored_forgets_it(source):
-    env, src, conn = source
-    conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
-    kept = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
-    before = data_snapshots(env)
-    assert set(kept["snapshot_ids"]) & before            # the good backup's data snapshot is listed
-    out = py_as_postgres(env, """
+# A backup of "src", as postgres, failing at the step after its data snapshot is stored.
+FAILING_AFTER_THE_DATA = """
 from backupctl.catalog.db import session_scope
 from backupctl.errors import BackupctlError
 from backupctl.services.backups import create_backup
@@ -36,7 +31,16 @@ try:
         create_backup(s, cluster="src")
 except BackupctlError as exc:
     print("FAILED", exc)
-""")
+"""
+
+
+def test_a_backup_failing_after_its_data_is_stored_forgets_it(source):
+    env, src, conn = source
+    conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
+    kept = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+    before = data_snapshots(env)
+    assert set(kept["snapshot_ids"]) & before            # the good backup's data snapshot is listed
+    out = py_as_postgres(env, FAILING_AFTER_THE_DATA)
     assert "FAILED the control file check failed (injected)" in out, out
     assert data_snapshots(env) == before
     phases = [b["phase"] for b in json.loads(env.backupctl("backup", "list", "--json").stdout)]

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.engines.postgresql.test_backup_failure import data_snapshots
+from tests.engines.postgresql.test_backup_failure import FAILING_AFTER_THE_DATA, data_snapshots
 
 
 def test_a_killed_backup_names_its_data_snapshot_and_deleting_it_forgets_it(source):
@@ -85,7 +85,6 @@ CATALOGUE_BUSY_ONCE = """
 import sqlalchemy.exc
 from sqlalchemy.orm import Session
 from backupctl.catalog.db import session_scope
-from backupctl.errors import BackupctlError
 from backupctl.services.backups import create_backup
 import engine_tools.postgresql.backup as pgb
 busy = []
@@ -120,16 +119,7 @@ with session_scope() as s:
 def test_a_busy_catalogue_then_a_failure_still_forgets_the_snapshot(source):
     env, src, conn = source
     conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS id")
-    out = run_as_postgres(env, CATALOGUE_BUSY_ONCE + """
-def fails(*a, **k):
-    raise BackupctlError("the control file check failed (injected)")
-pgb._check_control_file = fails
-try:
-    with session_scope() as s:
-        create_backup(s, cluster="src")
-except BackupctlError as exc:
-    print("FAILED", exc)
-""")
+    out = run_as_postgres(env, CATALOGUE_BUSY_ONCE + FAILING_AFTER_THE_DATA)
     assert "FAILED the control file check failed (injected)" in out.stdout, out.stderr
     assert data_snapshots(env) == set()
     [row] = json.loads(env.backupctl("backup", "list", "--json").stdout)
