@@ -215,12 +215,18 @@ def _forget_stored(repo: Repository, snapshot_ids: list[str]) -> list[str]:
     left = []
     for snapshot_id in snapshot_ids:
         try:
-            repo.forget(repo.find_snapshot(snapshot_id))
-        except NotFoundError:
-            pass
+            _forget(repo, snapshot_id)
         except Exception:  # noqa: BLE001 - the backup's own error is the one to report
             left.append(snapshot_id)
     return left
+
+
+def _forget(repo: Repository, snapshot_id: str) -> None:
+    """Forget a snapshot; one already gone is fine (forgetting is idempotent)."""
+    try:
+        repo.forget(repo.find_snapshot(snapshot_id))
+    except NotFoundError:
+        pass
 
 
 _OWNER_RE = re.compile(r" on (?P<host>\S+) \(pid (?P<pid>\d+)\)$")
@@ -364,10 +370,7 @@ def delete_backup(session: Session, backup: Backup, *, _unregistering: bool = Fa
         session.commit() if not _unregistering else session.flush()
         if repo is not None:
             for snap_id in backup.snapshot_ids:
-                try:
-                    repo.forget(repo.find_snapshot(snap_id))
-                except NotFoundError:
-                    pass          # already gone: deleting is idempotent
+                _forget(repo, snap_id)
     finally:
         if repo is not None:
             repo.close()

@@ -34,7 +34,7 @@ from typing import Any
 
 from backupctl import archive_spool
 from backupctl.errors import BackupctlError, UsageError
-from backupctl.repository import Repository
+from backupctl.repository import Repository, Snapshot
 from backupctl.repository.backup import backup_paths, backup_stream
 from backupctl.repository.restore import copy_stream, restore_stream
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
@@ -216,18 +216,26 @@ def push(repo: Repository, path: str, *, cluster: str, org: str, state_dir: str,
     stats = [os.stat(f) for f in files]            # before reading: what is stored
     entries = [_entry(f, st) for f, st in zip(files, stats)]
     segment_sizes = [e["size"] for e in entries if L.is_segment(e["name"])]
-    meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
-                          "system_identifier": system,
-                          "segment_size": max(segment_sizes) if segment_sizes else None}}
-    snap = backup_paths(repo, files, tags=["wal", *tags], metadata=meta, parent=None)
-    if snap.summary.get("warning_count"):
-        raise BackupctlError(f"archiving {name} did not read every file: {snap.summary.get('warnings')}",
-                             "PostgreSQL will retry; check the permissions of pg_wal")
+    snap = _archive(repo, files, entries, state_dir=state_dir, cluster=cluster, org=org, system=system,
+                    segment_size=max(segment_sizes) if segment_sizes else None, tags=tags)
     for e, st in zip(entries, stats):
         if e["name"] != name:                          # the others: PostgreSQL asks for each later
             archive_spool.mark(state_dir, e["name"], archive_spool.identity_of(st))
-    _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
     return PushResult(name, [e["name"] for e in entries], snapshot=snap.id)
+
+
+def _archive(repo: Repository, paths: list[str], entries: list[dict[str, Any]], *, state_dir: str, cluster: str,
+             org: str, system: str, segment_size: int | None, tags: list[str]) -> Snapshot:
+    """Store files of pg_wal (``entries`` describe them) as one archive snapshot, and add it to the
+    cached listing."""
+    meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
+                          "system_identifier": system, "segment_size": segment_size}}
+    snap = backup_paths(repo, paths, tags=["wal", *tags], metadata=meta, parent=None)
+    if snap.summary.get("warning_count"):
+        raise BackupctlError(f"archiving {entries[0]['name']} did not read every file: "
+                             f"{snap.summary.get('warnings')}", "PostgreSQL will retry; check the permissions of pg_wal")
+    _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
+    return snap
 
 
 def _not_archived_yet(repo: Repository, files: list[str], listing: Listing) -> list[str]:
@@ -523,10 +531,8 @@ def _store_again(repo: Repository, state_dir: str, cluster: str, org: str, syste
             with open(paths[-1], "wb") as f:
                 f.write(raw)
         entries = [{"name": name, "size": len(raw)} for name, raw in sorted(files.items())]
-        meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
-                              "system_identifier": system, "segment_size": None}}
-        snap = backup_paths(repo, paths, tags=["wal", *tags], metadata=meta, parent=None)
-    _remember(repo, state_dir, cluster, org, snap.id, snap.time, meta[ARCHIVE_KEY])
+        _archive(repo, paths, entries, state_dir=state_dir, cluster=cluster, org=org, system=system,
+                 segment_size=None, tags=tags)
 
 
 def parse_history(text: str) -> dict[int, int]:
