@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,15 @@ class Env:
         if check and proc.returncode != 0:
             raise AssertionError(f"backupctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
         return proc
+
+    def restore_started(self, name: str, *args: str,
+                        check: bool = True) -> tuple[subprocess.CompletedProcess, Path, int]:
+        """``restore create *args --start --json`` as root into the new directory ``name`` on a free port:
+        (the finished command, the data directory, the port)."""
+        port, target = free_port(), self.root / name
+        proc = self.backupctl("restore", "create", *args, "--target-dir", str(target), "--start", "--port", str(port),
+                              "--json", user="root", check=check)
+        return proc, target, port
 
 
 @dataclass
@@ -220,6 +230,27 @@ def commit_timed_source(env: Env, name: str = "src") -> tuple[Instance, psycopg.
     conn = src.connect()
     conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
     return src, conn
+
+
+@contextmanager
+def source_world(*, commit_timed: bool = False) -> Iterator[tuple[Env, Instance, psycopg.Connection]]:
+    """A new environment with a running source "src" and a connection to it, for a module's world
+    fixture. All is stopped and removed on exit, also when the set-up fails half-way."""
+    env = make_env()
+    src = conn = None
+    try:
+        if commit_timed:
+            src, conn = commit_timed_source(env)
+        else:
+            src = make_instance(env, "src")
+            conn = src.connect()
+        yield env, src, conn
+    finally:
+        if conn is not None:
+            conn.close()
+        if src is not None:
+            src.stop()
+        drop_env(env)
 
 
 def restored_rows(world: dict, target: Path, port: int) -> list[int]:

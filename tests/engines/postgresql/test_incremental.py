@@ -10,7 +10,7 @@ import time
 import pytest
 
 from engine_tools.postgresql.backup import SETTLE_NS
-from tests.engines.postgresql.conftest import drop_env, make_env, make_instance, restored_rows
+from tests.engines.postgresql.conftest import restored_rows, source_world
 from tests.engines.postgresql.test_pitr import insert_batch, mark
 
 CHECKSUM = "SELECT count(*), sum(hashtext(v)) FROM big"
@@ -22,45 +22,40 @@ def backup(env, kind: str) -> dict:
 
 @pytest.fixture(scope="module")
 def world():
-    env = make_env()
-    src = make_instance(env, "src")
-    conn = src.connect()
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp())")
-    conn.execute("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
-                 "FROM generate_series(1, 200000) g")
-    # two tables never written after the full: one settled long before it started, one written just
-    # before (its metadata will match, but a page of it might have been read torn); their file times
-    # are set so, rather than waited for
-    for table in ("still", "recent"):
-        conn.execute(f"CREATE TABLE {table} AS SELECT g FROM generate_series(1, 10000) g")
-        conn.execute(f"VACUUM FREEZE {table}")
-    conn.execute("CHECKPOINT")
-    paths = {t: conn.execute("SELECT pg_relation_filepath(%s)", [t]).fetchone()[0]
-             for t in ("still", "recent", "big")}
-    now = time.time_ns()
-    os.utime(src.data / paths["still"], ns=(now - 60 * SETTLE_NS, now - 60 * SETTLE_NS))
-    # after the full's start less SETTLE_NS whenever the full starts (a slow machine included)
-    os.utime(src.data / paths["recent"], ns=(now + 60 * SETTLE_NS, now + 60 * SETTLE_NS))
-    a = insert_batch(conn, 1)
-    full = backup(env, "full")
-    conn.execute("UPDATE big SET v = md5(v) WHERE g % 2000 = 0")        # a few scattered pages
-    b = insert_batch(conn, 6)
-    inc1 = backup(env, "incremental")
-    c = insert_batch(conn, 11)
-    t_mid, _ = mark(conn)
-    conn.execute("DELETE FROM big WHERE g % 3000 = 1")
-    conn.execute("CREATE TABLE later AS SELECT g FROM generate_series(1, 1000) g")   # a relation new since inc1
-    d = insert_batch(conn, 16)
-    inc2 = backup(env, "incremental")
-    e = insert_batch(conn, 21)
-    src.wait_archived(conn)
-    w = {"env": env, "src": src, "conn": conn, "full": full, "inc1": inc1, "inc2": inc2, "t_mid": t_mid,
-         "before_mid": a + b + c, "all": a + b + c + d + e, "checksum": conn.execute(CHECKSUM).fetchone(),
-         "paths": paths}
-    yield w
-    conn.close()
-    src.stop()
-    drop_env(env)
+    with source_world() as (env, src, conn):
+        conn.execute("CREATE TABLE t(id int PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp())")
+        conn.execute("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
+                     "FROM generate_series(1, 200000) g")
+        # two tables never written after the full: one settled long before it started, one written just
+        # before (its metadata will match, but a page of it might have been read torn); their file times
+        # are set so, rather than waited for
+        for table in ("still", "recent"):
+            conn.execute(f"CREATE TABLE {table} AS SELECT g FROM generate_series(1, 10000) g")
+            conn.execute(f"VACUUM FREEZE {table}")
+        conn.execute("CHECKPOINT")
+        paths = {t: conn.execute("SELECT pg_relation_filepath(%s)", [t]).fetchone()[0]
+                 for t in ("still", "recent", "big")}
+        now = time.time_ns()
+        os.utime(src.data / paths["still"], ns=(now - 60 * SETTLE_NS, now - 60 * SETTLE_NS))
+        # after the full's start less SETTLE_NS whenever the full starts (a slow machine included)
+        os.utime(src.data / paths["recent"], ns=(now + 60 * SETTLE_NS, now + 60 * SETTLE_NS))
+        a = insert_batch(conn, 1)
+        full = backup(env, "full")
+        conn.execute("UPDATE big SET v = md5(v) WHERE g % 2000 = 0")        # a few scattered pages
+        b = insert_batch(conn, 6)
+        inc1 = backup(env, "incremental")
+        c = insert_batch(conn, 11)
+        t_mid, _ = mark(conn)
+        conn.execute("DELETE FROM big WHERE g % 3000 = 1")
+        conn.execute("CREATE TABLE later AS SELECT g FROM generate_series(1, 1000) g")   # a relation new since inc1
+        d = insert_batch(conn, 16)
+        inc2 = backup(env, "incremental")
+        e = insert_batch(conn, 21)
+        src.wait_archived(conn)
+        w = {"env": env, "src": src, "conn": conn, "full": full, "inc1": inc1, "inc2": inc2, "t_mid": t_mid,
+             "before_mid": a + b + c, "all": a + b + c + d + e, "checksum": conn.execute(CHECKSUM).fetchone(),
+             "paths": paths}
+        yield w
 
 
 def test_incrementals_chain_to_their_parent_and_store_only_changed_pages(world):
@@ -96,14 +91,8 @@ def test_a_relation_file_unchanged_since_the_parent_is_the_parents_copy_once_set
 
 
 def restore(world, backup_name: str | None, target_name: str, *args: str):
-    from tests.engines.postgresql.conftest import free_port
-
-    env = world["env"]
-    port = free_port()
-    target = env.root / target_name
     which = ["--backup", backup_name] if backup_name else ["--cluster", "src"]
-    proc = env.backupctl("restore", "create", *which, "--target-dir", str(target), "--start",
-                         "--port", str(port), "--json", *args, user="root")
+    proc, target, port = world["env"].restore_started(target_name, *which, *args)
     world["last_restore"] = json.loads(proc.stdout)
     return target, port
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.postgresql.conftest import drop_env, free_port, make_env, make_instance, restored_rows
+from tests.engines.postgresql.conftest import restored_rows, source_world
 
 BATCH = 5
 
@@ -36,42 +36,32 @@ def mark(conn) -> tuple[datetime, str]:
 
 @pytest.fixture(scope="module")
 def world():
-    env = make_env()
-    src = make_instance(env, "src")
-    conn = src.connect()
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp())")
-    a = insert_batch(conn, 1)
-    backup = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
-    b = insert_batch(conn, 6)
-    t1, _ = mark(conn)
-    c = insert_batch(conn, 11)
-    env.backupctl("wal", "restore-point", "rp1", "--cluster", "src")
-    d = insert_batch(conn, 16)
-    _, lsn2 = mark(conn)
-    e = insert_batch(conn, 21)
-    x = [26, 27, 28]                                # one transaction of three rows: its xid is the target
-    with conn.transaction():
-        for i in x:
-            conn.execute("INSERT INTO t(id) VALUES (%s)", [i])
-        xid = conn.execute("SELECT txid_current()").fetchone()[0]
-    f = insert_batch(conn, 31)
-    src.wait_archived(conn)
-    w = {"env": env, "src": src, "conn": conn, "backup": backup, "t1": t1, "lsn2": lsn2, "xid": xid,
-         "before_t1": a + b, "before_rp1": a + b + c, "before_lsn2": a + b + c + d,
-         "through_xid": a + b + c + d + e + x, "all": a + b + c + d + e + x + f}
-    yield w
-    conn.close()
-    src.stop()
-    drop_env(env)
+    with source_world() as (env, src, conn):
+        conn.execute("CREATE TABLE t(id int PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp())")
+        a = insert_batch(conn, 1)
+        backup = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+        b = insert_batch(conn, 6)
+        t1, _ = mark(conn)
+        c = insert_batch(conn, 11)
+        env.backupctl("wal", "restore-point", "rp1", "--cluster", "src")
+        d = insert_batch(conn, 16)
+        _, lsn2 = mark(conn)
+        e = insert_batch(conn, 21)
+        x = [26, 27, 28]                                # one transaction of three rows: its xid is the target
+        with conn.transaction():
+            for i in x:
+                conn.execute("INSERT INTO t(id) VALUES (%s)", [i])
+            xid = conn.execute("SELECT txid_current()").fetchone()[0]
+        f = insert_batch(conn, 31)
+        src.wait_archived(conn)
+        w = {"env": env, "src": src, "conn": conn, "backup": backup, "t1": t1, "lsn2": lsn2, "xid": xid,
+             "before_t1": a + b, "before_rp1": a + b + c, "before_lsn2": a + b + c + d,
+             "through_xid": a + b + c + d + e + x, "all": a + b + c + d + e + x + f}
+        yield w
 
 
 def restore(world, name: str, *args: str, check: bool = True):
-    env = world["env"]
-    port = free_port()
-    target = env.root / name
-    proc = env.backupctl("restore", "create", "--backup", world["backup"]["name"], "--target-dir", str(target),
-                         "--start", "--port", str(port), "--json", *args, user="root", check=check)
-    return proc, target, port
+    return world["env"].restore_started(name, "--backup", world["backup"]["name"], *args, check=check)
 
 
 def test_full_backup_records_positions_and_restorable_range(world):

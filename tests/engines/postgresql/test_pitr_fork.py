@@ -12,49 +12,48 @@ import time
 
 import pytest
 
-from tests.engines.postgresql.conftest import commit_timed_source, drop_env, make_env, restored_rows
+from tests.engines.postgresql.conftest import restored_rows, source_world
 from tests.engines.postgresql.test_pitr_targets import _batch, restore
 
 
 @pytest.fixture(scope="module")
 def world():
-    env = make_env()
-    src, conn = commit_timed_source(env)
-    _batch(conn, 1)
-    b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
-    _batch(conn, 6)
-    time.sleep(0.05)
-    t1 = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    time.sleep(0.05)
-    _batch(conn, 11)
-    src.wait_archived(conn)
-    _batch(conn, 41)                               # timeline 1 goes on: 11..15 are not in its last segment
-    src.wait_archived(conn)
-    ts = {r[0]: r[1] for r in conn.execute("SELECT id, pg_xact_commit_timestamp(xmin) FROM t")}
-    conn.close()
-    src.ctl("stop")
-    # the source restored in place to T1, archiving on (as its postgresql.conf says) once promoted
-    env.backupctl("restore", "create", "--backup", b1["name"], "--target-dir", str(src.data), "--force",
-                  "--restore-time", t1.isoformat(), user="root")
-    auto = src.data / "postgresql.auto.conf"
-    auto.write_text("".join(line for line in auto.read_text().splitlines(True) if not line.startswith("archive_mode")))
-    src.start()
-    conn = src.connect()
-    deadline = time.monotonic() + 60
-    while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-        assert time.monotonic() < deadline, src.log()
-        time.sleep(0.2)
-    assert [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")] == list(range(1, 11))
-    _batch(conn, 16)
-    _batch(conn, 21)
-    src.wait_archived(conn)
-    ts.update({r[0]: r[1] for r in conn.execute("SELECT id, pg_xact_commit_timestamp(xmin) FROM t WHERE id > 15")})
-    tl = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
-    w = {"env": env, "src": src, "b1": b1, "ts": ts, "t1": t1, "tl": tl}
-    yield w
-    conn.close()
-    src.stop()
-    drop_env(env)
+    with source_world(commit_timed=True) as (env, src, conn):
+        _batch(conn, 1)
+        b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+        _batch(conn, 6)
+        time.sleep(0.05)
+        t1 = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        time.sleep(0.05)
+        _batch(conn, 11)
+        src.wait_archived(conn)
+        _batch(conn, 41)                               # timeline 1 goes on: 11..15 are not in its last segment
+        src.wait_archived(conn)
+        ts = {r[0]: r[1] for r in conn.execute("SELECT id, pg_xact_commit_timestamp(xmin) FROM t")}
+        conn.close()
+        src.ctl("stop")
+        # the source restored in place to T1, archiving on (as its postgresql.conf says) once promoted
+        env.backupctl("restore", "create", "--backup", b1["name"], "--target-dir", str(src.data), "--force",
+                      "--restore-time", t1.isoformat(), user="root")
+        auto = src.data / "postgresql.auto.conf"
+        auto.write_text("".join(line for line in auto.read_text().splitlines(True)
+                                if not line.startswith("archive_mode")))
+        src.start()
+        conn = src.connect()
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            assert time.monotonic() < deadline, src.log()
+            time.sleep(0.2)
+        assert [r[0] for r in conn.execute("SELECT id FROM t ORDER BY id")] == list(range(1, 11))
+        _batch(conn, 16)
+        _batch(conn, 21)
+        src.wait_archived(conn)
+        ts.update({r[0]: r[1]
+                   for r in conn.execute("SELECT id, pg_xact_commit_timestamp(xmin) FROM t WHERE id > 15")})
+        tl = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0]
+        conn.close()                                   # the one source_world closes is gone
+        w = {"env": env, "src": src, "b1": b1, "ts": ts, "t1": t1, "tl": tl}
+        yield w
 
 
 def test_the_source_is_on_timeline_2_and_archived_it(world):

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.engines.postgresql.conftest import PASSWORD, commit_timed_source, drop_env, make_env, restored_rows
+from tests.engines.postgresql.conftest import PASSWORD, restored_rows, source_world
 from tests.engines.postgresql.test_pitr_targets import _batch, restore, stop
 
 
@@ -19,29 +19,25 @@ def world(tmp_path_factory):
     from backupctl.repository import Repository
     from engine_tools.postgresql import wal
 
-    env = make_env()
-    src, conn = commit_timed_source(env)
-    _batch(conn, 1)
-    b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
-    segs = {}
-    for k in range(4):                                    # batch k (ids 10k+10 .. 10k+14) in its own segment
-        _batch(conn, 10 * k + 10)
-        segs[k] = src.wait_archived(conn)
-    ts = {r[0]: r[1] for r in conn.execute("SELECT id, pg_xact_commit_timestamp(xmin) FROM t ORDER BY id")}
-    all_ids = sorted(ts)
-    gap = segs[2]                                         # ids 30..34
-    with Repository.open(env.repo_url, PASSWORD) as repo:
-        listing = wal.refresh_listing(repo, str(tmp_path_factory.mktemp("state")), "src", "default",
-                                      b1["positions"]["system_identifier"])
-        entry = listing.files[gap]
-        held = [n for n, f in listing.files.items() if f.snapshot == entry.snapshot]
-        assert held == [gap], held                        # the snapshot holds that segment only
-        repo.forget(repo.find_snapshot(entry.snapshot))
-    w = {"env": env, "src": src, "b1": b1, "segs": segs, "gap": gap, "ts": ts, "all": all_ids}
-    yield w
-    conn.close()
-    src.stop()
-    drop_env(env)
+    with source_world(commit_timed=True) as (env, src, conn):
+        _batch(conn, 1)
+        b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+        segs = {}
+        for k in range(4):                                    # batch k (ids 10k+10 .. 10k+14) in its own segment
+            _batch(conn, 10 * k + 10)
+            segs[k] = src.wait_archived(conn)
+        ts = {r[0]: r[1] for r in conn.execute("SELECT id, pg_xact_commit_timestamp(xmin) FROM t ORDER BY id")}
+        all_ids = sorted(ts)
+        gap = segs[2]                                         # ids 30..34
+        with Repository.open(env.repo_url, PASSWORD) as repo:
+            listing = wal.refresh_listing(repo, str(tmp_path_factory.mktemp("state")), "src", "default",
+                                          b1["positions"]["system_identifier"])
+            entry = listing.files[gap]
+            held = [n for n, f in listing.files.items() if f.snapshot == entry.snapshot]
+            assert held == [gap], held                        # the snapshot holds that segment only
+            repo.forget(repo.find_snapshot(entry.snapshot))
+        w = {"env": env, "src": src, "b1": b1, "segs": segs, "gap": gap, "ts": ts, "all": all_ids}
+        yield w
 
 
 def test_wal_status_names_the_gap(world):

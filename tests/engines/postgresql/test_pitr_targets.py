@@ -12,8 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.engines.postgresql.conftest import (BINDIR, as_postgres, commit_timed_source, drop_env, free_port,
-                                               make_env, restored_rows)
+from tests.engines.postgresql.conftest import BINDIR, as_postgres, restored_rows, source_world
 
 US = timedelta(microseconds=1)
 
@@ -27,41 +26,32 @@ def _batch(conn, first: int, n: int = 5) -> list[int]:
 
 @pytest.fixture(scope="module")
 def world():
-    env = make_env()
-    src, conn = commit_timed_source(env)
-    _batch(conn, 1)                                                     # 1..5
-    b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
-    _batch(conn, 6)                                                     # 6..10
-    env.backupctl("wal", "restore-point", "dup", "--cluster", "src")   # P1
-    _batch(conn, 11)                                                    # 11..15
-    again = env.backupctl("wal", "restore-point", "dup", "--cluster", "src", check=False)   # the same name: refused
-    _batch(conn, 16)                                                    # 16..20
-    b2 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
-    _batch(conn, 21)                                                    # 21..25
-    b3 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--type", "incremental",
-                                  "--json").stdout)
-    _batch(conn, 26)                                                    # 26..30
-    src.wait_archived(conn)
-    _batch(conn, 31)                                                    # 31..35: 26..30 not in the last segment
-    src.wait_archived(conn)
-    rows = conn.execute("SELECT id, pg_xact_commit_timestamp(xmin), xmin::text FROM t ORDER BY id").fetchall()
-    ts = {r[0]: r[1] for r in rows}
-    xid = {r[0]: r[2] for r in rows}
-    w = {"env": env, "src": src, "b1": b1, "b2": b2, "b3": b3, "again": again, "ts": ts, "xid": xid,
-         "all": [r[0] for r in rows]}
-    yield w
-    conn.close()
-    src.stop()
-    drop_env(env)
+    with source_world(commit_timed=True) as (env, src, conn):
+        _batch(conn, 1)                                                     # 1..5
+        b1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+        _batch(conn, 6)                                                     # 6..10
+        env.backupctl("wal", "restore-point", "dup", "--cluster", "src")   # P1
+        _batch(conn, 11)                                                    # 11..15
+        again = env.backupctl("wal", "restore-point", "dup", "--cluster", "src", check=False)   # the same name: refused
+        _batch(conn, 16)                                                    # 16..20
+        b2 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+        _batch(conn, 21)                                                    # 21..25
+        b3 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--type", "incremental",
+                                      "--json").stdout)
+        _batch(conn, 26)                                                    # 26..30
+        src.wait_archived(conn)
+        _batch(conn, 31)                                                    # 31..35: 26..30 not in the last segment
+        src.wait_archived(conn)
+        rows = conn.execute("SELECT id, pg_xact_commit_timestamp(xmin), xmin::text FROM t ORDER BY id").fetchall()
+        ts = {r[0]: r[1] for r in rows}
+        xid = {r[0]: r[2] for r in rows}
+        w = {"env": env, "src": src, "b1": b1, "b2": b2, "b3": b3, "again": again, "ts": ts, "xid": xid,
+             "all": [r[0] for r in rows]}
+        yield w
 
 
 def restore(world, name: str, *args: str, check: bool = True):
-    env = world["env"]
-    port = free_port()
-    target = env.root / name
-    proc = env.backupctl("restore", "create", "--target-dir", str(target), "--start", "--port", str(port), "--json",
-                         *args, user="root", check=check)
-    return proc, target, port
+    return world["env"].restore_started(name, *args, check=check)
 
 
 def stop(target) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.engines.postgresql.conftest import free_port, restored_rows
+from tests.engines.postgresql.conftest import restored_rows
 
 
 def test_a_recycled_backup_restores_to_the_latest_state_through_wal_fetch(source, monkeypatch):
@@ -24,9 +24,7 @@ def test_a_recycled_backup_restores_to_the_latest_state_through_wal_fetch(source
     src.stop()
 
     monkeypatch.setenv("BACKUPCTL_RESTORE_PREFETCH_MB", "1")
-    port, target = free_port(), env.root / "restored"
-    proc = env.backupctl("restore", "create", "--backup", full, "--target-dir", str(target), "--start",
-                         "--port", str(port), "--json", user="root", check=False)
+    proc, target, port = env.restore_started("restored", "--backup", full, check=False)
     assert proc.returncode == 0, proc.stderr
     stages = {s["name"]: s for s in json.loads(proc.stdout)["stages"]}
     assert stages["fetch_wal"]["details"]["files"] < 4, stages["fetch_wal"]     # the rest came through wal-fetch

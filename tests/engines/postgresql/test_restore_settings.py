@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tests.engines.postgresql.conftest import free_port, restored_rows
+from tests.engines.postgresql.conftest import restored_rows
 
 
 def test_a_backup_carrying_an_earlier_restores_target_restores_to_the_latest_state(source):
@@ -25,9 +25,7 @@ def test_a_backup_carrying_an_earlier_restores_target_restores_to_the_latest_sta
     conn.execute("INSERT INTO t SELECT generate_series(11, 15)")
     src.wait_archived(conn)
 
-    port, target = free_port(), env.root / "restored"
-    proc = env.backupctl("restore", "create", "--backup", full, "--target-dir", str(target), "--start",
-                         "--port", str(port), user="root", check=False)
+    proc, target, port = env.restore_started("restored", "--backup", full, check=False)
     assert proc.returncode == 0, proc.stderr
     auto = (target / "postgresql.auto.conf").read_text()
     assert f"# removed by backupctl restore: recovery_target_lsn = '{early}'" in auto, auto

@@ -29,13 +29,6 @@ def _segments(conn, src, first: int, last: int) -> None:
         src.wait_archived(conn)
 
 
-def _restore_latest(env, backup: str, name: str):
-    port, target = free_port(), env.root / name
-    proc = env.backupctl("restore", "create", "--backup", backup, "--target-dir", str(target), "--start",
-                         "--port", str(port), "--json", user="root", check=False)
-    return proc, target, port
-
-
 def _two_bases(env, src, conn) -> tuple[str, str, str]:
     """Policy p1 (keep the last); b0 with rows 1..5, rows 6..10 and the LSN after them, rows 11..50
     over 8 segments, then b1: (b0, b1, that LSN). The connection is closed."""
@@ -126,7 +119,7 @@ def test_a_backup_running_while_retention_runs_keeps_its_wal_after_an_in_place_p
     positions = json.loads(env.backupctl("backup", "show", b2, "--json").stdout)["positions"]
     assert positions["timeline"] == 2
 
-    proc, target, port = _restore_latest(env, b2, "restored-b2")
+    proc, target, port = env.restore_started("restored-b2", "--backup", b2, check=False)
     assert proc.returncode == 0, (f"completed backup {b2} (timeline 2, starts in {positions['start_wal_file']}) "
                                   f"cannot be restored after the concurrent sweep: {proc.stderr.strip()}\n{out}")
     assert restored_rows({"env": env}, target, port) == list(range(1, 11)) + list(range(101, 111))
@@ -148,7 +141,7 @@ def test_a_backup_recovered_into_another_cluster_keeps_the_wal_of_its_source(sou
         report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
         assert f1 in backup_names(env)
 
-        proc, target, port = _restore_latest(env, f1, "restored-f1")
+        proc, target, port = env.restore_started("restored-f1", "--backup", f1, check=False)
         assert proc.returncode == 0, (f"recovered backup {f1} lost its WAL to the expiry of src "
                                       f"({report['log_expiry']}): {proc.stderr.strip()}")
         assert restored_rows({"env": env}, target, port) == list(range(1, 31))

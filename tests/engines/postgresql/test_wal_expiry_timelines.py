@@ -15,7 +15,6 @@ from tests.engines.postgresql.test_wal_expiry_races import (
     _in_place_pitr,
     _racing_backup,
     _recycled_then_registered_again,
-    _restore_latest,
     _segments,
     _two_bases,
     _wait_promoted,
@@ -86,7 +85,7 @@ def test_a_copys_backup_on_a_timeline_of_the_same_number_does_not_expire_a_runni
         assert positions["timeline"] == 2
         assert positions["system_identifier"] == c1["positions"]["system_identifier"]
 
-        proc, target, port = _restore_latest(env, b2, "restored-b2")
+        proc, target, port = env.restore_started("restored-b2", "--backup", b2, check=False)
         assert proc.returncode == 0, (f"backup {b2} of src (timeline 2 from {positions['start_lsn']}) lost its WAL "
                                       f"to the copy's base on its own timeline 2 (from {c1['positions']['start_lsn']})"
                                       f": {proc.stderr.strip()}\n{out}")
@@ -137,7 +136,7 @@ def test_a_base_on_the_abandoned_line_restores_to_its_latest_state(source):
     env, src, conn = source
     b0, b1, target_lsn = _two_bases(env, src, conn)
     _fork(env, src, b0, target_lsn)
-    proc, target, port = _restore_latest(env, b1, "restored-b1")
+    proc, target, port = env.restore_started("restored-b1", "--backup", b1, check=False)
     assert proc.returncode == 0, f"completed backup {b1} cannot be restored to its latest state: {proc.stderr.strip()}"
     assert restored_rows({"env": env}, target, port) == list(range(1, 51))
 
@@ -190,7 +189,7 @@ def test_a_timeline_the_server_left_is_kept_for_a_recovered_backup_that_replays_
         report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
         assert f1 in backup_names(env) and "1" in _wal_status(env)["timelines"], report
 
-        proc, target, port = _restore_latest(env, f1, "restored-f1")
+        proc, target, port = env.restore_started("restored-f1", "--backup", f1, check=False)
         assert proc.returncode == 0, f"{proc.stderr.strip()} ({report['log_expiry']})"
         assert restored_rows({"env": env}, target, port) == list(range(1, 31)) + list(range(101, 116))
     finally:
