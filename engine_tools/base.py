@@ -205,8 +205,10 @@ class LogArchiver(Protocol):
 
     def expire_logs(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
                     positions: list[dict[str, Any]], others: list[dict[str, Any]],
-                    dry_run: bool = False) -> dict[str, Any]:
+                    dry_run: bool = False, retired: bool = False) -> dict[str, Any]:
         """Forget the archived logs that none of the cluster's base backups (by their ``positions``)
         replays, nor ``others`` (catalogued elsewhere, of the same database system: they may only
         keep more); the repository's gc then reclaims their space. Returns what went (with
-        ``dry_run``, what would go), as JSON-ready figures."""
+        ``dry_run``, what would go), as JSON-ready figures. ``retired``: the cluster is unregistered
+        (no server archives into it any more): logs kept only for a running server go too, and an
+        archive nothing replays goes whole."""

@@ -55,3 +55,13 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} TiB"
+
+
+def log_expiry_line(figures: dict, dry_run: bool = False) -> str:
+    """One line on what a log expiry did (or would do) to a cluster's log archive."""
+    if figures.get("held"):
+        return f"nothing {'would be ' if dry_run else ''}expired: {figures['held']}"
+    kept = "; ".join(f"timeline {tl}: {first}" for timelines in figures.get("kept_from", {}).values()
+                     for tl, first in timelines.items()) or "everything (no base backup)"
+    return f"{'would expire' if dry_run else 'expired'} {figures.get('files_expired', 0)} file(s) in " \
+           f"{figures.get('snapshots_forgotten', 0)} snapshot(s); kept from {kept}"

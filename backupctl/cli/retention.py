@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from backupctl.catalog.db import session_scope
-from backupctl.cli.common import json_option, print_json
+from backupctl.cli.common import json_option, log_expiry_line, print_json
 from backupctl.retention.policy import Decision
 
 
@@ -50,13 +50,13 @@ def run(dry_run: bool, org: str | None, policy: str | None, no_gc: bool, as_json
             click.echo(f"recycle bin: period {bin_plan.to_dict()['period']}")
             _print_decision(d, dry_run)
         for cluster, figures in logs.items():
-            click.echo(f"log archive of {cluster}: " + _log_expiry_line(figures, dry_run=True))
+            click.echo(f"log archive of {cluster}: " + log_expiry_line(figures, dry_run=True))
         for name, why in log_errors.items():
             click.echo(f"error: {name}: {why}", err=True)
         if report:
             click.echo(f"deleted {len(report.deleted)} backup(s)")
             for cluster, figures in report.logs.items():
-                click.echo(f"log archive of {cluster}: " + _log_expiry_line(figures))
+                click.echo(f"log archive of {cluster}: " + log_expiry_line(figures))
             for name, why in report.errors.items():
                 click.echo(f"error: {name}: {why}", err=True)
             for name, result in report.gc.items():
@@ -70,11 +70,3 @@ def _print_decision(d: Decision, dry_run: bool) -> None:
     for r in d.kept():
         click.echo(f"  keep   {r.id} ({r.type.value}): {'; '.join(d.keep[r.id])}")
 
-
-def _log_expiry_line(figures: dict, dry_run: bool = False) -> str:
-    if figures.get("held"):
-        return f"nothing {'would be ' if dry_run else ''}expired: {figures['held']}"
-    kept = "; ".join(f"timeline {tl}: {first}" for timelines in figures.get("kept_from", {}).values()
-                     for tl, first in timelines.items()) or "everything (no base backup)"
-    return f"{'would expire' if dry_run else 'expired'} {figures.get('files_expired', 0)} file(s) in " \
-           f"{figures.get('snapshots_forgotten', 0)} snapshot(s); kept from {kept}"

@@ -42,7 +42,7 @@ from backupctl.catalog.models import (
     Cluster,
     utcnow,
 )
-from backupctl.errors import BackupctlError
+from backupctl.errors import BackupctlError, NotFoundError
 from backupctl.retention.period import parse_period
 from backupctl.retention.policy import BackupRecord, Decision, RetentionRules, decide
 from backupctl.retention.recycle_bin import (
@@ -187,6 +187,7 @@ def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True,
 
     report = SweepReport()
     touched: set[str] = set()
+    swept = _swept_clusters(session, plans, recycle_bin)        # before the rows go
     for p in plans:
         for rec in p.decision.deleted():
             backup = session.scalar(select(Backup).where(Backup.name == rec.id))
@@ -199,7 +200,7 @@ def apply(session: Session, plans: list[PolicyPlan], *, reclaim: bool = True,
             if backup is None or not backup.recycled:
                 continue
             _delete(session, backup, report, touched)
-    _expire_logs(session, _clusters_of(plans), report, touched)
+    _expire_logs(session, swept, report, touched)
     if reclaim:
         from backupctl.repository.gc import gc
 
@@ -249,12 +250,28 @@ def preview_log_expiry(session: Session, plans: list[PolicyPlan], recycle_bin: R
     decisions = [p.decision for p in plans] + ([recycle_bin.decision] if recycle_bin else [])
     going = frozenset(r.id for d in decisions for r in d.deleted())
     errors: dict[str, str] = {}
-    figures = {key: done[1] for key, done in _log_expiries(session, _clusters_of(plans), errors, going)}
+    figures = {key: done[1]
+               for key, done in _log_expiries(session, _swept_clusters(session, plans, recycle_bin), errors, going)}
     return figures, errors
 
 
-def _clusters_of(plans: list[PolicyPlan]) -> list[Cluster]:
-    return list({p.policy.cluster.id: p.policy.cluster for p in plans}.values())
+def _swept_clusters(session: Session, plans: list[PolicyPlan], recycle_bin: RecycleBinPlan | None) -> list[Cluster]:
+    """The clusters whose log archives a sweep expires: those of the policies, and those whose
+    backups the recycle bin deletes (the cluster registered under the name now, else the retired
+    one: once its last backup goes, so does its archive)."""
+    from backupctl.services.clusters import find_cluster
+
+    clusters = {p.policy.cluster.id: p.policy.cluster for p in plans}
+    for rec in recycle_bin.decision.deleted() if recycle_bin is not None else []:
+        backup = session.scalar(select(Backup).where(Backup.name == rec.id))
+        if backup is None:
+            continue
+        try:
+            cluster = find_cluster(session, backup.cluster_name, backup.organisation.name, include_deleted=True)
+        except NotFoundError:
+            continue
+        clusters.setdefault(cluster.id, cluster)
+    return list(clusters.values())
 
 
 def _log_expiries(session: Session, clusters: Iterable[Cluster], errors: dict[str, str],

@@ -142,8 +142,19 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
     The bases counted: every completed base of the archiving method catalogued under the cluster
     (recycled ones of a former registration too), and as others that may only keep more, every
     other one (a recycled backup recovered into another cluster still replays its source's
-    archive). A base of the cluster whose positions are unknown holds everything; the plugin tells."""
-    archive = _archive_of(session, cluster)
+    archive). A base of the cluster whose positions are unknown holds everything; the plugin tells.
+
+    An unregistered cluster (none registered under its name since) is retired: nothing archives
+    into it any more, so logs only a running server needed go too, and once no base is left,
+    all of them."""
+    retired = cluster.deleted_at is not None and find_cluster(session, cluster.name, cluster.organisation.name,
+                                                              include_deleted=True).deleted_at is not None
+    try:
+        archive = _archive_of(session, cluster)
+    except UsageError:
+        if not retired:
+            raise
+        return None                  # no repository is known for its logs any more: none to expire
     if archive is None:
         return None
     tool, method, row, ctx = archive
@@ -155,7 +166,7 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
             mine = (b.organisation_id, b.cluster_name) == (cluster.organisation_id, cluster.name)
             (own if mine else others).append(b.positions or {})
     with open_repository(row) as repo:
-        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, own, others, dry_run)
+        return row.name, tool.expire_logs(repo, target_of(cluster), ctx, own, others, dry_run, retired)
 
 
 def archive_config(session: Session, cluster: str, org: str | None = None) -> str:

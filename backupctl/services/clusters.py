@@ -101,10 +101,15 @@ class UnregisterResult:
     cluster: str
     kept: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    log_expiry: dict[str, Any] | None = None      # what went of its log archive (repository and figures)
+    log_expiry_error: str | None = None           # why its log archive was left as it was
 
 
 def unregister_cluster(session: Session, name: str, org: str | None, keep: str | None) -> UnregisterResult:
-    """Soft-delete a cluster. ``keep``: latest | all | none (required when it has backups)."""
+    """Soft-delete a cluster. ``keep``: latest | all | none (required when it has backups). Once that is
+    committed, its log archive goes down to what the kept backups replay (all of it when none is kept):
+    pgBackRest's stanza-delete, without which the archive of a cluster no one backs up stays for good.
+    A repository out of reach leaves the archive as it is and says so in the result."""
     from backupctl.services import backups as backup_service
 
     cluster = get_cluster(session, name, org)
@@ -143,7 +148,16 @@ def unregister_cluster(session: Session, name: str, org: str | None, keep: str |
     cluster.deleted_at = now
     audit.record(session, "cluster.unregister", f"cluster/{name}", organisation_id=cluster.organisation_id,
                  keep=keep, kept=result.kept, deleted=result.deleted)
-    session.flush()
+    session.commit()              # wal-push refuses the cluster from now on: no file comes in meanwhile
+    from backupctl.services.archiving import expire_logs
+
+    try:
+        expired = expire_logs(session, cluster)
+    except BackupctlError as exc:
+        result.log_expiry_error = str(exc)
+    else:
+        if expired is not None:
+            result.log_expiry = {"repository": expired[0], **expired[1]}
     return result
 
 

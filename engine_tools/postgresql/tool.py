@@ -147,9 +147,9 @@ class PostgresTool:
 
     def expire_logs(self, repo: Repository, cluster: ClusterTarget, context: LogContext,
                     positions: list[dict[str, Any]], others: list[dict[str, Any]],
-                    dry_run: bool = False) -> dict[str, Any]:
+                    dry_run: bool = False, retired: bool = False) -> dict[str, Any]:
         return wal.expire(repo, context.state_dir, cluster.name, context.org, positions, dry_run, others,
-                          context.tags).to_dict()
+                          context.tags, retired).to_dict()
 
     def restore_point(self, repo: Repository, cluster: ClusterTarget, name: str, context: LogContext,
                       wait: float) -> dict[str, Any]:

@@ -415,8 +415,8 @@ NOTHING_KEPT = 1 << 64
 
 
 def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list[dict[str, Any]],
-           dry_run: bool = False, others: list[dict[str, Any]] | None = None, tags: list[str] | None = None
-           ) -> Expiry:
+           dry_run: bool = False, others: list[dict[str, Any]] | None = None, tags: list[str] | None = None,
+           retired: bool = False) -> Expiry:
     """Forget the archived WAL that no base backup in ``bases`` (the positions of every base backup
     of the cluster) replays: segments, partial segments, backup history files and restore points.
     As pgBackRest's expire, timeline history files stay (they are small, and a restore follows
@@ -434,7 +434,12 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
     ``others``: bases catalogued elsewhere that may replay this archive (of the same database system:
     a backup recovered into another cluster). They can only keep more: their timelines are numbered
     by their own cluster's promotions, so one on "timeline 2" says nothing about this archive's
-    timeline 2. With ``dry_run``, only counts what would go."""
+    timeline 2. With ``dry_run``, only counts what would go.
+
+    ``retired``: the cluster is unregistered, so no server archives into it or backs it up any
+    more: its newest timeline is not kept for one, every database system in the archive is looked
+    at (not only those of ``bases``), and WAL that no base replays goes whole, history files
+    included. Entries that record no database system stay."""
     unplaced = [p for p in bases if not (p.get("system_identifier") and p.get("start_lsn") and p.get("segment_size"))]
     if unplaced:           # a base whose start is unknown could need any WAL: expire none
         return Expiry(held=f"{len(unplaced)} base backup(s) record no start LSN or database system")
@@ -442,14 +447,24 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
     result = Expiry()
     doomed: dict[str, dict[str, Any]] = {}
     homeless: dict[str, dict[str, bytes]] = {}          # system -> history files only doomed snapshots hold
-    for system in sorted({p["system_identifier"] for p in bases}):
+    systems = {p["system_identifier"] for p in bases}
+    if retired:
+        systems |= {e["system_identifier"] for e in snapshots.values() if e and e.get("system_identifier")}
+    for system in sorted(systems):
         own = [p for p in bases if p["system_identifier"] == system]
         foreign = [p for p in others or [] if p.get("system_identifier") == system and p.get("start_lsn")]
         listing = _listing_from(snapshots, system)
+        timelines = sorted({L.timeline_of(n) for n in listing.files})
+        if retired and not own and not foreign:      # nothing replays any of it
+            doomed.update({sid: e for sid, e in snapshots.items() if e and e.get("system_identifier") == system})
+            result.kept_from[system] = {str(tl): "none" for tl in timelines}
+            continue
+        size = int(own[0]["segment_size"]) if own else listing.segment_size
+        if not size:                 # neither a base nor the archive says how long a segment is: keep it
+            continue
         histories = _history_files(repo, listing)
         history = _parsed(histories)
-        newest = max({L.timeline_of(n) for n in listing.files}, default=0)
-        size = int(own[0]["segment_size"])
+        newest = max(timelines, default=0)
         cutoffs: dict[int, int | None] = {}
 
         def cutoff(timeline: int) -> int | None:
@@ -464,7 +479,7 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
                 mine, theirs = reaching(own), reaching(foreign)
                 if mine:
                     cutoffs[timeline] = min(mine + theirs)
-                elif timeline == newest:
+                elif timeline == newest and not retired:
                     cutoffs[timeline] = None
                 else:              # no backup runs on a timeline the server left: only others may keep some
                     cutoffs[timeline] = min(theirs, default=NOTHING_KEPT)
@@ -474,8 +489,7 @@ def expire(repo: Repository, state_dir: str, cluster: str, org: str, bases: list
             if entry and entry.get("system_identifier") == system and _before(entry, cutoff, size):
                 doomed[sid] = entry
         homeless[system] = {n: raw for n, raw in histories.items() if listing.files[n].snapshot in doomed}
-        result.kept_from[system] = {str(tl): _kept_from(tl, cutoff(tl), size)
-                                    for tl in sorted({L.timeline_of(n) for n in listing.files})}
+        result.kept_from[system] = {str(tl): _kept_from(tl, cutoff(tl), size) for tl in timelines}
     if not dry_run:
         for system, files in homeless.items():
             if files:

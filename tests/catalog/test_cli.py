@@ -131,7 +131,8 @@ def test_unregister_asks_what_to_do_with_backups(run) -> None:
     assert line == ("error: cluster pg has 2 backup(s): say what to do with them (pass --keep latest, --keep all "
                     "or --keep none (kept ones go to the recycle bin))")
     out = json.loads(run("cluster", "unregister", "pg", "--keep", "all", "--json").stdout)
-    assert out == {"cluster": "pg", "kept": ["full", "inc"], "deleted": []}
+    assert out == {"cluster": "pg", "kept": ["full", "inc"], "deleted": [], "log_expiry": None,
+                   "log_expiry_error": None}             # no repository holds logs of it
     recycled = json.loads(run("backup", "list", "--recycled", "--json").stdout)
     assert [(b["name"], b["recycled"], b["cluster"]) for b in recycled] == [("full", True, "pg"), ("inc", True, "pg")]
 

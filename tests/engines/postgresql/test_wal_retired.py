@@ -1,0 +1,76 @@
+"""The log archive of an unregistered cluster goes down to what its kept backups replay, and
+goes whole once none is left (pgBackRest's stanza-delete). Before, no expiry ever looked at it:
+the WAL of a cluster no one backs up any more stayed in the repository for good."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tests.engines.postgresql.conftest import PASSWORD, restored_rows
+
+
+def _archive_snapshots(env) -> list:
+    from backupctl.repository import Repository
+
+    with Repository.open(env.repo_url, PASSWORD) as repo:
+        return [s for s in repo.snapshots() if s.metadata.get("wal")]
+
+
+def _segments(src, conn, first: int, count: int) -> None:
+    """``count`` batches of 5 rows from ``first`` on, each in a WAL segment of its own, archived."""
+    for k in range(count):
+        conn.execute(f"INSERT INTO t SELECT generate_series({first + 5 * k}, {first + 5 * k + 4})")
+        src.wait_archived(conn)
+
+
+def test_unregistering_with_no_backup_kept_forgets_the_whole_archive(source):
+    env, src, conn = source
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    _segments(src, conn, 1, 2)
+    env.backupctl("backup", "create", "--cluster", "src")
+    _segments(src, conn, 11, 2)
+    src.stop()
+    assert len(_archive_snapshots(env)) >= 4
+
+    out = json.loads(env.backupctl("cluster", "unregister", "src", "--keep", "none", "--json").stdout)
+    assert out["log_expiry_error"] is None, out
+    assert out["log_expiry"]["repository"] == "main" and out["log_expiry"]["files_expired"] >= 4, out
+    assert set(out["log_expiry"]["kept_from"].popitem()[1].values()) == {"none"}, out
+    from backupctl.repository import Repository
+
+    with Repository.open(env.repo_url, PASSWORD) as repo:
+        left = list(repo.snapshots())
+    assert left == [], [s.metadata for s in left]           # history files and backup labels too
+
+
+def test_a_kept_backup_keeps_what_it_replays_until_the_recycle_bin_lets_it_go(source, monkeypatch):
+    env, src, conn = source
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    _segments(src, conn, 1, 2)
+    first = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+    _segments(src, conn, 11, 2)
+    latest = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)
+    _segments(src, conn, 21, 2)
+    src.stop()
+    before = _archive_snapshots(env)
+
+    # the latest backup kept (in the recycle bin): the WAL before its start goes, the rest stays,
+    # the newest timeline's included (no server runs on it any more, but the kept backup replays it)
+    out = json.loads(env.backupctl("cluster", "unregister", "src", "--keep", "latest", "--json").stdout)
+    assert out["kept"] == [latest["name"]] and out["deleted"] == [first["name"]], out
+    expiry = out["log_expiry"]
+    assert expiry["files_expired"] >= 2 and 0 < expiry["snapshots_forgotten"] < len(before), out
+    assert expiry["kept_from"].popitem()[1] == {"1": latest["positions"]["start_wal_file"]}, out
+    proc, target, port = env.restore_started("restored", "--backup", latest["name"], check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert restored_rows({"env": env}, target, port) == list(range(1, 31))
+
+    # the recycle bin lets it go: so does the rest of the archive
+    with sqlite3.connect(env.home / "catalog.db") as db:
+        db.execute("UPDATE backups SET recycled_at = '2020-01-01 00:00:00' WHERE name = ?", [latest["name"]])
+    monkeypatch.setenv("BACKUPCTL_RECYCLE_BIN_RETENTION", "1d")
+    report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
+    assert report["deleted"] == [latest["name"]], report
+    assert report["log_expiry"]["default/src"]["snapshots_forgotten"] > 0, report
+    assert _archive_snapshots(env) == []
