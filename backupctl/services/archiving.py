@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backupctl import archive_spool
-from backupctl.catalog.models import PHASE_COMPLETED, Backup, BackupRepository, Cluster
+from backupctl.catalog.models import PHASE_COMPLETED, PHASE_NEW, PHASE_RUNNING, Backup, BackupRepository, Cluster
 from backupctl.errors import UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
@@ -146,9 +146,13 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
 
     An unregistered cluster (none registered under its name since) is retired: nothing archives
     into it any more, so logs only a running server needed go too, and once no base is left,
-    all of them."""
-    retired = cluster.deleted_at is not None and find_cluster(session, cluster.name, cluster.organisation.name,
-                                                              include_deleted=True).deleted_at is not None
+    all of them. Not while a backup of it is still running (unregistered meanwhile, with ``--keep
+    all``): the newest timeline is kept for that one."""
+    retired = cluster.deleted_at is not None and find_cluster(
+        session, cluster.name, cluster.organisation.name, include_deleted=True).deleted_at is not None \
+        and session.scalar(select(Backup.id).where(
+            Backup.organisation_id == cluster.organisation_id, Backup.cluster_name == cluster.name,
+            Backup.phase.in_((PHASE_NEW, PHASE_RUNNING))).limit(1)) is None
     try:
         archive = _archive_of(session, cluster)
     except UsageError:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from tests.engines.postgresql.conftest import PASSWORD, restored_rows
+from tests.engines.postgresql.conftest import BACKUPCTL, PASSWORD, make_instance, restored_rows
+from tests.engines.postgresql.test_retention_pitr import py_as_postgres
 
 
 def _archive_snapshots(env) -> list:
@@ -22,6 +23,14 @@ def _segments(src, conn, first: int, count: int) -> None:
     for k in range(count):
         conn.execute(f"INSERT INTO t SELECT generate_series({first + 5 * k}, {first + 5 * k + 4})")
         src.wait_archived(conn)
+
+
+def _purge_from_recycle_bin(env, monkeypatch, name: str) -> dict:
+    """``retention run`` once backup ``name`` has been in the recycle bin longer than its period: the report."""
+    with sqlite3.connect(env.home / "catalog.db") as db:
+        db.execute("UPDATE backups SET recycled_at = '2020-01-01 00:00:00' WHERE name = ?", [name])
+    monkeypatch.setenv("BACKUPCTL_RECYCLE_BIN_RETENTION", "1d")
+    return json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
 
 
 def test_unregistering_with_no_backup_kept_forgets_the_whole_archive(source):
@@ -67,10 +76,66 @@ def test_a_kept_backup_keeps_what_it_replays_until_the_recycle_bin_lets_it_go(so
     assert restored_rows({"env": env}, target, port) == list(range(1, 31))
 
     # the recycle bin lets it go: so does the rest of the archive
-    with sqlite3.connect(env.home / "catalog.db") as db:
-        db.execute("UPDATE backups SET recycled_at = '2020-01-01 00:00:00' WHERE name = ?", [latest["name"]])
-    monkeypatch.setenv("BACKUPCTL_RECYCLE_BIN_RETENTION", "1d")
-    report = json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
+    report = _purge_from_recycle_bin(env, monkeypatch, latest["name"])
     assert report["deleted"] == [latest["name"]], report
     assert report["log_expiry"]["default/src"]["snapshots_forgotten"] > 0, report
     assert _archive_snapshots(env) == []
+
+
+def test_a_backup_recovered_into_another_cluster_keeps_the_retired_archive_it_replays(source, monkeypatch):
+    """``backup recover`` catalogues a backup under another cluster; it still restores from its source's
+    archive. Once the recycle bin purges the source's other backup, no base of the source is left for
+    that database system: the recovered one must keep what it replays (from a helper review)."""
+    env, src, conn = source
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    _segments(src, conn, 1, 1)
+    f0 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)["name"]
+    _segments(src, conn, 6, 2)
+    f1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)["name"]
+    _segments(src, conn, 16, 2)
+    src.stop()
+    env.backupctl("cluster", "unregister", "src", "--keep", "all", "--json")
+    other = make_instance(env, "other", archive=False)
+    try:
+        env.backupctl("backup", "recover", f1, "--cluster", "other")
+    finally:
+        other.stop()
+
+    report = _purge_from_recycle_bin(env, monkeypatch, f0)
+    assert report["deleted"] == [f0], report
+    expiry = report["log_expiry"]["default/src"]
+    assert expiry["snapshots_forgotten"] > 0, report
+    proc, target, port = env.restore_started("restored", "--backup", f1, check=False)
+    assert proc.returncode == 0, f"{proc.stderr.strip()} ({expiry})"
+    assert restored_rows({"env": env}, target, port) == list(range(1, 26))
+
+
+def test_a_backup_running_while_its_cluster_is_unregistered_keeps_its_wal(source):
+    """``unregister --keep all`` keeps a running backup (in the recycle bin); the archive's newest
+    timeline stays for it, as for a running server (from a helper review: it lost all its WAL)."""
+    env, src, conn = source
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    _segments(src, conn, 1, 2)
+    out = py_as_postgres(env, f"""
+import subprocess
+from backupctl.catalog.db import session_scope
+from backupctl.services.backups import create_backup
+import engine_tools.postgresql.backup as pgb
+original = pgb._archive_own_wal
+def racing(*a, **k):
+    original(*a, **k)        # the backup's WAL is archived and checked; now the cluster is unregistered
+    p = subprocess.run([{BACKUPCTL!r}, "cluster", "unregister", "src", "--keep", "all", "--json"],
+                       capture_output=True, text=True)
+    print("UNREGISTER", p.returncode, " ".join(p.stdout.split()), p.stderr.strip())
+pgb._archive_own_wal = racing
+with session_scope() as s:
+    print(create_backup(s, cluster="src").name)
+""")
+    name = out.splitlines()[-1]
+    assert "UNREGISTER 0" in out, out
+    shown = json.loads(env.backupctl("backup", "show", name, "--json").stdout)
+    assert shown["phase"] == "Completed" and shown["recycled"], shown
+    src.stop()
+    proc, target, port = env.restore_started("restored", "--backup", name, check=False)
+    assert proc.returncode == 0, f"{proc.stderr.strip()}\n{out}"
+    assert restored_rows({"env": env}, target, port) == list(range(1, 11))
