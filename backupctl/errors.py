@@ -25,6 +25,10 @@ class UsageError(BackupctlError):
     exit_code = 2
 
 
+class NoRepositoryError(UsageError):
+    """No repository was named and none is set for the cluster (policy or default)."""
+
+
 class RepositoryError(BackupctlError):
     """The repository is missing, of an unknown format, or cannot be used."""
 

@@ -62,6 +62,7 @@ def log_expiry_line(figures: dict, dry_run: bool = False) -> str:
     if figures.get("held"):
         return f"nothing {'would be ' if dry_run else ''}expired: {figures['held']}"
     kept = "; ".join(f"timeline {tl}: {first}" for timelines in figures.get("kept_from", {}).values()
-                     for tl, first in timelines.items()) or "everything (no base backup)"
+                     for tl, first in timelines.items())
     return f"{'would expire' if dry_run else 'expired'} {figures.get('files_expired', 0)} file(s) in " \
-           f"{figures.get('snapshots_forgotten', 0)} snapshot(s); kept from {kept}"
+           f"{figures.get('snapshots_forgotten', 0)} snapshot(s); " + \
+           (f"kept from {kept}" if kept else "no database system looked at (no base backup, or nothing archived)")

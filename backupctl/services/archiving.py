@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from backupctl import archive_spool
 from backupctl.catalog.models import PHASE_COMPLETED, PHASE_NEW, PHASE_RUNNING, Backup, BackupRepository, Cluster
-from backupctl.errors import UsageError
+from backupctl.errors import NoRepositoryError, UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
 from backupctl.services.clusters import find_cluster, get_cluster, target_of
@@ -155,7 +155,7 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
             Backup.phase.in_((PHASE_NEW, PHASE_RUNNING))).limit(1)) is None
     try:
         archive = _archive_of(session, cluster)
-    except UsageError:
+    except NoRepositoryError:
         if not retired:
             raise
         return None                  # no repository is known for its logs any more: none to expire

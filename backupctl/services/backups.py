@@ -36,7 +36,7 @@ from backupctl.catalog.models import (
     Cluster,
     utcnow,
 )
-from backupctl.errors import BackupctlError, BusyError, NotFoundError, UsageError
+from backupctl.errors import BackupctlError, BusyError, NoRepositoryError, NotFoundError, UsageError
 from backupctl.progress import Progress
 from backupctl.repository import Repository
 from backupctl.services import audit, leases, methods
@@ -65,7 +65,7 @@ def resolve_repository(session: Session, cluster: Cluster, method: str, name: st
         preferred = [p for p in policies if method in p.backup_methods] or policies
         row = preferred[0].repository if preferred else default_repository(session, cluster.organisation)
         if row is None:
-            raise UsageError(f"no repository to back up cluster {cluster.name} into",
+            raise NoRepositoryError(f"no repository to back up cluster {cluster.name} into",
                              "pass --repo NAME, set one on its policy, or add a default one with "
                              "'backupctl repo add NAME --url URL --default'")
     check_usable(row, cluster.organisation)
