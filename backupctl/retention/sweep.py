@@ -42,7 +42,7 @@ from backupctl.catalog.models import (
     Cluster,
     utcnow,
 )
-from backupctl.errors import BackupctlError, NotFoundError
+from backupctl.errors import BackupctlError
 from backupctl.retention.period import parse_period
 from backupctl.retention.policy import BackupRecord, Decision, RetentionRules, decide
 from backupctl.retention.recycle_bin import (
@@ -257,19 +257,16 @@ def preview_log_expiry(session: Session, plans: list[PolicyPlan], recycle_bin: R
 
 def _swept_clusters(session: Session, plans: list[PolicyPlan], recycle_bin: RecycleBinPlan | None) -> list[Cluster]:
     """The clusters whose log archives a sweep expires: those of the policies, and those whose
-    backups the recycle bin deletes (the cluster registered under the name now, else the retired
-    one: once its last backup goes, so does its archive)."""
-    from backupctl.services.clusters import find_cluster
+    backups the recycle bin deletes (the one of that name and engine registered now, else the
+    backup's own, retired: once its last backup goes, so does its archive)."""
+    from backupctl.services.archiving import live_namesake
 
     clusters = {p.policy.cluster.id: p.policy.cluster for p in plans}
     for rec in recycle_bin.decision.deleted() if recycle_bin is not None else []:
         backup = session.scalar(select(Backup).where(Backup.name == rec.id))
-        if backup is None:
+        if backup is None or backup.cluster is None:
             continue
-        try:
-            cluster = find_cluster(session, backup.cluster_name, backup.organisation.name, include_deleted=True)
-        except NotFoundError:
-            continue
+        cluster = live_namesake(session, backup.cluster) or backup.cluster
         clusters.setdefault(cluster.id, cluster)
     return list(clusters.values())
 

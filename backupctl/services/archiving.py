@@ -133,6 +133,13 @@ def log_windows(session: Session, cluster: Cluster, bases: list[Backup]) -> list
         return tool.log_windows(repo, target_of(cluster), ctx, [b.positions or {} for b in bases])
 
 
+def live_namesake(session: Session, cluster: Cluster) -> Cluster | None:
+    """The cluster registered now under ``cluster``'s name and engine (so archiving into the same log
+    archive), if any: ``cluster`` itself when it is registered."""
+    live = find_cluster(session, cluster.name, cluster.organisation.name, include_deleted=True)
+    return live if live.deleted_at is None and live.engine == cluster.engine else None
+
+
 def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
                 going: frozenset[str] = frozenset()) -> tuple[str, dict[str, Any]] | None:
     """Forget the archived logs no base backup replays any more: the archive's repository and what
@@ -144,12 +151,11 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
     other one (a recycled backup recovered into another cluster still replays its source's
     archive). A base of the cluster whose positions are unknown holds everything; the plugin tells.
 
-    An unregistered cluster (none registered under its name since) is retired: nothing archives
+    An unregistered cluster (none of its engine registered under its name since) is retired: nothing archives
     into it any more, so logs only a running server needed go too, and once no base is left,
     all of them. Not while a backup of it is still running (unregistered meanwhile, with ``--keep
     all``): the newest timeline is kept for that one."""
-    retired = cluster.deleted_at is not None and find_cluster(
-        session, cluster.name, cluster.organisation.name, include_deleted=True).deleted_at is not None \
+    retired = cluster.deleted_at is not None and live_namesake(session, cluster) is None \
         and session.scalar(select(Backup.id).where(
             Backup.organisation_id == cluster.organisation_id, Backup.cluster_name == cluster.name,
             Backup.phase.in_((PHASE_NEW, PHASE_RUNNING))).limit(1)) is None

@@ -153,8 +153,8 @@ def unregister_cluster(session: Session, name: str, org: str | None, keep: str |
 
     try:
         expired = expire_logs(session, cluster)
-    except BackupctlError as exc:
-        result.log_expiry_error = str(exc)
+    except Exception as exc:      # the cluster is unregistered already: say what went wrong, as a result
+        result.log_expiry_error = str(exc) if isinstance(exc, BackupctlError) else f"{type(exc).__name__}: {exc}"
     else:
         if expired is not None:
             result.log_expiry = {"repository": expired[0], **expired[1]}

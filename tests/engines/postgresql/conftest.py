@@ -178,8 +178,12 @@ def drop_env(env: Env) -> None:
     shutil.rmtree(env.root, ignore_errors=True)
 
 
-def make_instance(env: Env, name: str, *, archive: bool = True, register: bool = True) -> Instance:
-    data = env.root / name
+def make_instance(env: Env, name: str, *, archive: bool = True, register: bool = True, org: str | None = None,
+                  data_name: str | None = None) -> Instance:
+    """A new server registered as cluster ``name`` (in organisation ``org``), its data directory
+    ``data_name`` (default: the name) under the environment's root, started."""
+    data = env.root / (data_name or name)
+    in_org = ["--org", org] if org else []
     data.mkdir()
     _chown_postgres(data)
     proc = as_postgres([f"{BINDIR}/initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--wal-segsize=1",
@@ -187,12 +191,12 @@ def make_instance(env: Env, name: str, *, archive: bool = True, register: bool =
     assert proc.returncode == 0, proc.stderr
     port = free_port()
     if register:
-        env.backupctl("cluster", "register", name, "--engine", "postgresql", "--host", str(env.sock), "--port",
-                      str(port), "--user", "postgres", "--data-dir", str(data))
+        env.backupctl("cluster", "register", name, *in_org, "--engine", "postgresql", "--host", str(env.sock),
+                      "--port", str(port), "--user", "postgres", "--data-dir", str(data))
     lines = [f"port = {port}", "listen_addresses = ''", f"unix_socket_directories = '{env.sock}'",
              "fsync = off", "shared_buffers = 16MB", "max_wal_senders = 2", "wal_level = replica"]
     if archive:
-        config = env.backupctl("cluster", "show", name, "--archive-config").stdout
+        config = env.backupctl("cluster", "show", name, *in_org, "--archive-config").stdout
         lines += [line for line in config.splitlines() if line.startswith(("archive_mode", "archive_command"))]
     else:
         lines.append("archive_mode = off")
@@ -220,30 +224,23 @@ def source(pg_env: Env) -> Iterator[tuple[Env, Instance, psycopg.Connection]]:
     src.stop()
 
 
-def commit_timed_source(env: Env, name: str = "src") -> tuple[Instance, psycopg.Connection]:
-    """A new instance with commit timestamps (the exact times recovery_target_time is compared with)
-    and an empty table t(id), and a connection to it."""
-    src = make_instance(env, name)
-    with src.connect() as c:
-        c.execute("ALTER SYSTEM SET track_commit_timestamp = on")
-    src.ctl("restart")
-    conn = src.connect()
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
-    return src, conn
-
-
 @contextmanager
 def source_world(*, commit_timed: bool = False) -> Iterator[tuple[Env, Instance, psycopg.Connection]]:
     """A new environment with a running source "src" and a connection to it, for a module's world
-    fixture. All is stopped and removed on exit, also when the set-up fails half-way."""
+    fixture. All is stopped and removed on exit, also when the set-up fails half-way. With
+    ``commit_timed``, the source keeps commit timestamps (the exact times recovery_target_time is
+    compared with) and has an empty table t(id)."""
     env = make_env()
     src = conn = None
     try:
+        src = make_instance(env, "src")
         if commit_timed:
-            src, conn = commit_timed_source(env)
-        else:
-            src = make_instance(env, "src")
-            conn = src.connect()
+            with src.connect() as c:
+                c.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+            src.ctl("restart")
+        conn = src.connect()
+        if commit_timed:
+            conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
         yield env, src, conn
     finally:
         if conn is not None:

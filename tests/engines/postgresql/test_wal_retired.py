@@ -25,10 +25,16 @@ def _segments(src, conn, first: int, count: int) -> None:
         src.wait_archived(conn)
 
 
+def _age_in_recycle_bin(env, *names: str) -> None:
+    """Backups ``names`` recycled long ago (the recycle bin's period is at least a minute)."""
+    with sqlite3.connect(env.home / "catalog.db") as db:
+        for name in names:
+            db.execute("UPDATE backups SET recycled_at = '2020-01-01 00:00:00' WHERE name = ?", [name])
+
+
 def _purge_from_recycle_bin(env, monkeypatch, name: str) -> dict:
     """``retention run`` once backup ``name`` has been in the recycle bin longer than its period: the report."""
-    with sqlite3.connect(env.home / "catalog.db") as db:
-        db.execute("UPDATE backups SET recycled_at = '2020-01-01 00:00:00' WHERE name = ?", [name])
+    _age_in_recycle_bin(env, name)
     monkeypatch.setenv("BACKUPCTL_RECYCLE_BIN_RETENTION", "1d")
     return json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
 
