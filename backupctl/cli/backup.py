@@ -14,7 +14,7 @@ from backupctl.cli.catalog_options import (
     print_fields,
     print_table,
 )
-from backupctl.cli.common import human_bytes, json_option, print_json
+from backupctl.cli.common import echo_log_expiry, human_bytes, json_option, print_json
 from backupctl.cli.progress_view import TerminalProgress
 from backupctl.services import backups as service
 
@@ -97,9 +97,20 @@ add_protection_commands(command, "backup", service.set_deletion_protection)
 @org_option
 def delete(name: str, org: str) -> None:
     """Delete backup NAME: its record and its repository snapshots (space is reclaimed by gc)."""
+    from backupctl.services.archiving import trim_retired_archive
+
+    logs = error = cluster_name = None
     with session_scope() as s:
-        service.delete_backup(s, service.get_backup(s, name, org))
+        backup = service.get_backup(s, name, org)
+        cluster = backup.cluster
+        service.delete_backup(s, backup)
+        s.commit()
+        if cluster is not None and cluster.deleted_at is not None:   # else no sweep trims its archive again
+            cluster_name = cluster.name
+            logs, error = trim_retired_archive(s, cluster)
     click.echo(f"deleted backup {name}")
+    if cluster_name is not None:
+        echo_log_expiry(cluster_name, logs, error)
 
 
 @command.command("recover")

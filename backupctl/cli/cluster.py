@@ -6,7 +6,7 @@ import click
 
 from backupctl.catalog.db import session_scope
 from backupctl.cli.catalog_options import add_protection_commands, org_option, print_fields, print_table
-from backupctl.cli.common import json_option, log_expiry_line, print_json
+from backupctl.cli.common import echo_log_expiry, json_option, print_json
 from backupctl.services import clusters as service
 
 
@@ -103,7 +103,4 @@ def unregister(name: str, keep: str | None, org: str, as_json: bool) -> None:
         return
     click.echo(f"unregistered cluster {name}: {len(result.kept)} backup(s) kept in the recycle bin, "
                f"{len(result.deleted)} deleted")
-    if result.log_expiry is not None:
-        click.echo(f"log archive in {result.log_expiry['repository']}: {log_expiry_line(result.log_expiry)}")
-    if result.log_expiry_error is not None:
-        click.echo(f"warning: its log archive was left as it is: {result.log_expiry_error}", err=True)
+    echo_log_expiry(name, result.log_expiry, result.log_expiry_error)

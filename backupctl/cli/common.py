@@ -66,3 +66,11 @@ def log_expiry_line(figures: dict, dry_run: bool = False) -> str:
     return f"{'would expire' if dry_run else 'expired'} {figures.get('files_expired', 0)} file(s) in " \
            f"{figures.get('snapshots_forgotten', 0)} snapshot(s); " + \
            (f"kept from {kept}" if kept else "no database system looked at (no base backup, or nothing archived)")
+
+
+def echo_log_expiry(cluster: str, logs: dict | None, error: str | None) -> None:
+    """What trimming an unregistered cluster's log archive did (services.archiving.trim_retired_archive)."""
+    if logs is not None:
+        click.echo(f"log archive of cluster {cluster} in {logs['repository']}: {log_expiry_line(logs)}")
+    if error is not None:
+        click.echo(f"warning: the log archive of cluster {cluster} was left as it is: {error}", err=True)

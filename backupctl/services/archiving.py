@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from backupctl import archive_spool
 from backupctl.catalog.models import PHASE_COMPLETED, PHASE_NEW, PHASE_RUNNING, Backup, BackupRepository, Cluster
-from backupctl.errors import NoRepositoryError, UsageError
+from backupctl.errors import BackupctlError, NoRepositoryError, UsageError
 from backupctl.repository import Repository
 from backupctl.services.backups import resolve_repository
 from backupctl.services.clusters import find_cluster, get_cluster, target_of
@@ -177,6 +177,17 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
             (own if mine else others).append(b.positions or {})
     with open_repository(row) as repo:
         return row.name, tool.expire_logs(repo, target_of(cluster), ctx, own, others, dry_run, retired)
+
+
+def trim_retired_archive(session: Session, cluster: Cluster) -> tuple[dict[str, Any] | None, str | None]:
+    """``expire_logs`` for a cluster just unregistered, or one of whose recycled backups just went,
+    once that is committed: (its repository and what went, or None; why nothing went, or None). An
+    error is a result here: what it follows is done already."""
+    try:
+        expired = expire_logs(session, cluster)
+    except Exception as exc:
+        return None, str(exc) if isinstance(exc, BackupctlError) else f"{type(exc).__name__}: {exc}"
+    return ({"repository": expired[0], **expired[1]} if expired is not None else None), None
 
 
 def archive_config(session: Session, cluster: str, org: str | None = None) -> str:

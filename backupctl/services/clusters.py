@@ -149,15 +149,9 @@ def unregister_cluster(session: Session, name: str, org: str | None, keep: str |
     audit.record(session, "cluster.unregister", f"cluster/{name}", organisation_id=cluster.organisation_id,
                  keep=keep, kept=result.kept, deleted=result.deleted)
     session.commit()              # wal-push refuses the cluster from now on: no file comes in meanwhile
-    from backupctl.services.archiving import expire_logs
+    from backupctl.services.archiving import trim_retired_archive
 
-    try:
-        expired = expire_logs(session, cluster)
-    except Exception as exc:      # the cluster is unregistered already: say what went wrong, as a result
-        result.log_expiry_error = str(exc) if isinstance(exc, BackupctlError) else f"{type(exc).__name__}: {exc}"
-    else:
-        if expired is not None:
-            result.log_expiry = {"repository": expired[0], **expired[1]}
+    result.log_expiry, result.log_expiry_error = trim_retired_archive(session, cluster)
     return result
 
 

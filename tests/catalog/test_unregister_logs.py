@@ -22,8 +22,8 @@ def test_the_log_expiry_is_reported(run, repo_path: Path) -> None:
                                  "kept_from": {}, "held": None}
     _register(run, "pg2")
     result = run("cluster", "unregister", "pg2")
-    assert result.stdout.splitlines()[-1] == "log archive in main: expired 0 file(s) in 0 snapshot(s); " \
-                                             "no database system looked at (no base backup, or nothing archived)"
+    assert result.stdout.splitlines()[-1] == ("log archive of cluster pg2 in main: expired 0 file(s) in 0 snapshot(s); "
+                                              "no database system looked at (no base backup, or nothing archived)")
 
 
 def test_a_repository_out_of_reach_leaves_the_archive_and_still_unregisters(run, repo_path: Path,
@@ -35,5 +35,5 @@ def test_a_repository_out_of_reach_leaves_the_archive_and_still_unregisters(run,
     out = json.loads(run("cluster", "unregister", "pg", "--json").stdout)
     assert out["log_expiry"] is None and str(repo_path) in out["log_expiry_error"], out
     result = run("cluster", "unregister", "pg2")
-    assert result.stderr.startswith("warning: its log archive was left as it is: "), result.stderr
+    assert result.stderr.startswith("warning: the log archive of cluster pg2 was left as it is: "), result.stderr
     assert json.loads(run("cluster", "list", "--json").stdout) == []

@@ -39,6 +39,19 @@ def _purge_from_recycle_bin(env, monkeypatch, name: str) -> dict:
     return json.loads(env.backupctl("retention", "run", "--json").stdout)["result"]
 
 
+def _backed_up_then_unregistered(source) -> tuple:
+    """Rows 1..5, a full backup, rows 6..15 (a segment each 5), the server stopped and the cluster
+    unregistered keeping the backup: (the environment, the backup's name)."""
+    env, src, conn = source
+    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
+    _segments(src, conn, 1, 1)
+    kept = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)["name"]
+    _segments(src, conn, 6, 2)
+    src.stop()
+    env.backupctl("cluster", "unregister", "src", "--keep", "all")
+    return env, kept
+
+
 def test_unregistering_with_no_backup_kept_forgets_the_whole_archive(source):
     env, src, conn = source
     conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
@@ -145,3 +158,14 @@ with session_scope() as s:
     proc, target, port = env.restore_started("restored", "--backup", name, check=False)
     assert proc.returncode == 0, f"{proc.stderr.strip()}\n{out}"
     assert restored_rows({"env": env}, target, port) == list(range(1, 11))
+
+
+def test_deleting_the_last_kept_backup_by_hand_empties_the_archive(source):
+    """No sweep trims a retired cluster's archive once it has no backup in the recycle bin left, so
+    ``backup delete`` of its last one does it."""
+    env, kept = _backed_up_then_unregistered(source)
+    assert _archive_snapshots(env)
+
+    out = env.backupctl("backup", "delete", kept).stdout.splitlines()
+    assert out[0] == f"deleted backup {kept}" and out[1].startswith("log archive of cluster src in main: expired "), out
+    assert _archive_snapshots(env) == []

@@ -10,6 +10,7 @@ from tests.engines.postgresql.conftest import make_instance, restored_rows
 from tests.engines.postgresql.test_wal_expiry_races import _fork, _two_bases
 from tests.engines.postgresql.test_wal_retired import (
     _age_in_recycle_bin,
+    _backed_up_then_unregistered,
     _archive_snapshots,
     _purge_from_recycle_bin,
     _segments,
@@ -117,13 +118,7 @@ def test_after_the_name_went_to_another_engine_the_kept_backup_restores_and_its_
         source, monkeypatch):
     """The sweep once took the cluster row by name alone: a MySQL cluster registered (and unregistered)
     under the name since has no log archiver, so the PostgreSQL archive was never looked at again."""
-    env, src, conn = source
-    conn.execute("CREATE TABLE t(id int PRIMARY KEY)")
-    _segments(src, conn, 1, 1)
-    f1 = json.loads(env.backupctl("backup", "create", "--cluster", "src", "--json").stdout)["name"]
-    _segments(src, conn, 6, 2)
-    src.stop()
-    env.backupctl("cluster", "unregister", "src", "--keep", "all")
+    env, f1 = _backed_up_then_unregistered(source)
     env.backupctl("cluster", "register", "src", "--engine", "mysql", "--host", "db9", "--port", "3306")
     env.backupctl("cluster", "unregister", "src")
     proc, target, port = env.restore_started("restored", "--backup", f1, check=False)
