@@ -97,7 +97,7 @@ add_protection_commands(command, "backup", service.set_deletion_protection)
 @org_option
 def delete(name: str, org: str) -> None:
     """Delete backup NAME: its record and its repository snapshots (space is reclaimed by gc)."""
-    from backupctl.services.archiving import trim_retired_archive
+    from backupctl.services.archiving import live_namesake, trim_retired_archive
 
     logs = error = cluster_name = None
     with session_scope() as s:
@@ -105,7 +105,8 @@ def delete(name: str, org: str) -> None:
         cluster = backup.cluster
         service.delete_backup(s, backup)
         s.commit()
-        if cluster is not None and cluster.deleted_at is not None:   # else no sweep trims its archive again
+        # an unregistered cluster's archive: no sweep trims it again (a live namesake's sweep trims its own)
+        if cluster is not None and cluster.deleted_at is not None and live_namesake(s, cluster) is None:
             cluster_name = cluster.name
             logs, error = trim_retired_archive(s, cluster)
     click.echo(f"deleted backup {name}")
