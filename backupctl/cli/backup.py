@@ -97,7 +97,7 @@ add_protection_commands(command, "backup", service.set_deletion_protection)
 @org_option
 def delete(name: str, org: str) -> None:
     """Delete backup NAME: its record and its repository snapshots (space is reclaimed by gc)."""
-    from backupctl.services.archiving import live_namesake, trim_retired_archive
+    from backupctl.services.archiving import trim_retired_archive
 
     logs = error = cluster_name = None
     with session_scope() as s:
@@ -105,13 +105,11 @@ def delete(name: str, org: str) -> None:
         cluster = backup.cluster
         service.delete_backup(s, backup)
         s.commit()
-        # an unregistered cluster's archive: no sweep trims it again (a live namesake's sweep trims its own)
-        if cluster is not None and cluster.deleted_at is not None and live_namesake(s, cluster) is None:
+        if cluster is not None:        # an unregistered cluster's archive: no sweep trims it again
             cluster_name = cluster.name
             logs, error = trim_retired_archive(s, cluster)
     click.echo(f"deleted backup {name}")
-    if cluster_name is not None:
-        echo_log_expiry(cluster_name, logs, error)
+    echo_log_expiry(cluster_name, logs, error)
 
 
 @command.command("recover")

@@ -151,10 +151,10 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
     other one (a recycled backup recovered into another cluster still replays its source's
     archive). A base of the cluster whose positions are unknown holds everything; the plugin tells.
 
-    An unregistered cluster (none of its engine registered under its name since) is retired: nothing archives
-    into it any more, so logs only a running server needed go too, and once no base is left,
-    all of them. Not while a backup of it is still running (unregistered meanwhile, with ``--keep
-    all``): the newest timeline is kept for that one."""
+    An unregistered cluster (none of its engine registered under its name since) is retired:
+    nothing archives into it any more, so logs only a running server needed go too, and once no
+    base is left, all of them. Not while a backup of it is still running (unregistered meanwhile,
+    with ``--keep all``): the newest timeline is kept for that one."""
     retired = cluster.deleted_at is not None and live_namesake(session, cluster) is None \
         and session.scalar(select(Backup.id).where(
             Backup.organisation_id == cluster.organisation_id, Backup.cluster_name == cluster.name,
@@ -182,7 +182,10 @@ def expire_logs(session: Session, cluster: Cluster, *, dry_run: bool = False,
 def trim_retired_archive(session: Session, cluster: Cluster) -> tuple[dict[str, Any] | None, str | None]:
     """``expire_logs`` for a cluster just unregistered, or one of whose recycled backups just went,
     once that is committed: (its repository and what went, or None; why nothing went, or None). An
-    error is a result here: what it follows is done already."""
+    error is a result here: what it follows is done already. Nothing for a cluster registered, or
+    whose name its engine took again: that one's own retention trims the archive."""
+    if cluster.deleted_at is None or live_namesake(session, cluster) is not None:
+        return None, None
     try:
         expired = expire_logs(session, cluster)
     except Exception as exc:

@@ -66,8 +66,8 @@ def resolve_repository(session: Session, cluster: Cluster, method: str, name: st
         row = preferred[0].repository if preferred else default_repository(session, cluster.organisation)
         if row is None:
             raise NoRepositoryError(f"no repository to back up cluster {cluster.name} into",
-                             "pass --repo NAME, set one on its policy, or add a default one with "
-                             "'backupctl repo add NAME --url URL --default'")
+                                    "pass --repo NAME, set one on its policy, or add a default one with "
+                                    "'backupctl repo add NAME --url URL --default'")
     check_usable(row, cluster.organisation)
     return row
 
