@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 from tests.engines.postgresql.test_backup_failure import FAILING_AFTER_THE_DATA, data_snapshots
+from tests.engines.postgresql.test_retention_pitr import run_as_postgres
 
 
 def test_a_killed_backup_names_its_data_snapshot_and_deleting_it_forgets_it(source):
@@ -44,11 +42,6 @@ with session_scope() as s:
     env.backupctl("backup", "delete", dead["name"])
     remaining = data_snapshots(env)
     assert remaining and remaining <= set(good["snapshot_ids"])      # the good backup's, and only it
-
-
-def run_as_postgres(env, code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["runuser", "-u", "postgres", "--", sys.executable, "-c", code], capture_output=True,
-                          text=True, env={**os.environ, **env.env}, cwd=str(env.root), timeout=300)
 
 
 def test_killed_after_its_label_is_stored_then_deleted_is_not_rebuilt(source):

@@ -18,9 +18,15 @@ import psycopg
 from tests.engines.postgresql.conftest import BINDIR, as_postgres, free_port
 
 
-def py_as_postgres(env, code: str) -> str:
-    proc = subprocess.run(["runuser", "-u", "postgres", "--", sys.executable, "-c", code], capture_output=True,
+def run_as_postgres(env, code: str) -> subprocess.CompletedProcess:
+    """Python ``code`` run as postgres in the test environment (as a backup beside the server runs)."""
+    return subprocess.run(["runuser", "-u", "postgres", "--", sys.executable, "-c", code], capture_output=True,
                           text=True, env={**os.environ, **env.env}, cwd=str(env.root), timeout=300)
+
+
+def py_as_postgres(env, code: str) -> str:
+    """``run_as_postgres`` that must succeed: what it printed."""
+    proc = run_as_postgres(env, code)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     return proc.stdout.strip()
 
