@@ -20,10 +20,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from backupctl.errors import UsageError
+from backupctl.errors import BackupctlError, UsageError
 from backupctl.progress import Progress
 from backupctl.repository.blobsaver import BlobSaver
 from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker, Guide
+from backupctl.repository.gc import compact_index
 from backupctl.repository.plan import pending_deletions
 from backupctl.repository.pack import DATA, TREE
 from backupctl.repository.repo import Repository
@@ -407,6 +408,10 @@ class Archiver:
                         paths=paths, tree=tree, tags=sorted(set(tags)), parent=parent.id if parent else None,
                         summary=summary, metadata=metadata or {})
         save_snapshot(self.repo.store, self.repo.key, snap)
+        try:
+            compact_index(self.repo)
+        except (BackupctlError, OSError):
+            pass        # the snapshot is committed; the next writer or gc merges the index files
         return snap
 
     def close(self) -> None:

@@ -168,6 +168,7 @@ class BlobSaver:
             return None
         name = save_index(self.repo.store, self.key, packs)
         with self._lock:
+            self.known.file_names.add(name)     # read, in effect: a reload finds nothing new in it
             for size, entries in packs.values():
                 self.known.add_pack(size, entries)
                 self._pending.difference_update(e.id for e in entries)

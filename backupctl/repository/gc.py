@@ -15,6 +15,13 @@ gc never blocks backups. It works in two phases, like Kopia's maintenance:
 
 When no other process holds a lock, both phases run in one ``gc`` call; otherwise the
 plan waits for the next call. Only one gc runs at a time (the ``gc`` lock).
+
+Index compaction. Every backup (every ``wal-push``) writes an index file and every
+operation reads them all, so between gcs the files would pile up and each push would
+read thousands. Past ``MAX_INDEX_FILES`` a writer merges them into one (``compact_index``),
+under the ``gc`` lock (so never beside a gc's execution, whose consolidated index must
+supersede every file naming a pack it deletes), in the same crash-safe order: the merged
+file first, naming what it supersedes, then the old files. It keeps every pack.
 """
 
 from __future__ import annotations
@@ -24,12 +31,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from backupctl.errors import LockedError
 from backupctl.repository.index import Index, save_index
 from backupctl.repository.lock import list_locks
 from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name
 from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from backupctl.repository.tree import walk_tree
+
+
+# Index files a writer may leave before it merges them: every operation reads them all (on S3,
+# a request each), and a merge rewrites the whole index.
+MAX_INDEX_FILES = 32
 
 
 @dataclass
@@ -43,6 +56,7 @@ class GcReport:
     plans_waiting: int = 0
     waiting_for: list[str] = field(default_factory=list)
     unused_blobs: int = 0
+    index_files_merged: int = 0
     dry_run: bool = False
 
 
@@ -97,7 +111,10 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         used_now = used.refresh()
         index = repo.reload_index()
         doomed, doomed_blobs = _choose_packs(repo, index, used_now, in_plans, repack_threshold, report, dry_run, log)
-        if dry_run or not doomed:
+        if dry_run:
+            return report
+        if not doomed:
+            report.index_files_merged = _compact(repo, log)
             return report
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
                     blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[])
@@ -219,9 +236,7 @@ def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -
             log(f"gc: pack {pack_id.hex()[:12]} is still needed; kept")
         else:
             doomed.add(pack_id)
-    remaining = {p: (index.packs[p], es) for p, es in by_pack.items() if p not in doomed}
-    old_files = sorted(index.file_names)
-    save_index(repo.store, repo.key, remaining, supersedes=old_files)
+    old_files = _consolidate(repo, index, without=doomed)
     for pack_id in doomed:
         name = pack_name(pack_id)
         try:
@@ -236,3 +251,37 @@ def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -
         repo.store.delete(PLANS_PREFIX + plan.id)
         report.plans_executed += 1
     log(f"gc: deleted {report.packs_deleted} packs, freed {report.bytes_freed} bytes")
+
+
+def _consolidate(repo, index: Index, without: set[bytes] = frozenset()) -> list[str]:
+    """Write one index file of ``index``'s packs but ``without``, superseding every file ``index``
+    was read from; returns those files, for the caller to delete once nothing needs them."""
+    remaining = {p: (index.packs[p], es) for p, es in index.entries_by_pack().items() if p not in without}
+    old_files = sorted(index.file_names)
+    save_index(repo.store, repo.key, remaining, supersedes=old_files)
+    return old_files
+
+
+def _compact(repo, log) -> int:
+    """Merge the index files into one when there are more than MAX_INDEX_FILES (holding the gc
+    lock); returns how many were merged."""
+    index = repo.reload_index()
+    if len(index.file_names) <= MAX_INDEX_FILES:
+        return 0
+    old_files = _consolidate(repo, index)
+    for name in old_files:
+        repo.store.delete(name)
+    log(f"gc: merged {len(old_files)} index files into one")
+    return len(old_files)
+
+
+def compact_index(repo, log: Callable[[str], None] = lambda _m: None) -> int:
+    """``_compact`` for a writer: skipped (0) while a gc runs, which merges the files itself."""
+    if len(repo.index.file_names) <= MAX_INDEX_FILES:       # the usual case: no lock taken
+        return 0
+    try:
+        lock = repo.lock("gc", "index compaction")
+    except LockedError:
+        return 0
+    with lock:
+        return _compact(repo, log)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
 
-from backupctl.errors import IntegrityError
+from backupctl.errors import IntegrityError, RepositoryError
 from backupctl.repository.crypto import MasterKey
 from backupctl.repository.pack import BlobEntry
 from repo_plugins import Store
@@ -25,6 +25,7 @@ _MAGIC = b"BCIDX1\n"
 _PACK = struct.Struct("<32sQI")
 _ENTRY = struct.Struct("<BBIII32s")
 _AAD = b"backupctl-index"
+_LOAD_ATTEMPTS = 5
 
 
 def encode_index(packs: dict[bytes, tuple[int, list[BlobEntry]]], supersedes: Iterable[str] = ()) -> bytes:
@@ -99,13 +100,25 @@ class Index:
 
 
 def load_index(store: Store, key: MasterKey, avoid: frozenset[bytes] = frozenset(), threads: int = 8) -> Index:
+    """Every index file merged. A file that vanishes between the listing and its read was merged
+    into a consolidated file (gc, compaction) written before it was deleted: when no file read
+    names it as superseded, that file came after the listing, so the files are listed again."""
+    for _attempt in range(_LOAD_ATTEMPTS):
+        index = _load_listed(store, key, avoid, threads)
+        if index is not None:
+            return index
+    raise RepositoryError(f"the repository's index changed {_LOAD_ATTEMPTS} times while it was read",
+                          "a gc or an index compaction kept replacing it; run the command again")
+
+
+def _load_listed(store: Store, key: MasterKey, avoid: frozenset[bytes], threads: int) -> Index | None:
     names = [name for name, _ in store.list(INDEX_PREFIX)]
 
-    def fetch(name: str) -> tuple[str, list[str], dict]:
+    def fetch(name: str) -> tuple[str, list[str], dict | None]:
         try:
             raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
-        except FileNotFoundError:  # removed by a concurrent gc after it wrote its replacement
-            return name, [], {}
+        except FileNotFoundError:
+            return name, [], None
         sup, packs = decode_index(raw, name)
         return name, sup, packs
 
@@ -114,9 +127,13 @@ def load_index(store: Store, key: MasterKey, avoid: frozenset[bytes] = frozenset
         loaded = list(pool.map(fetch, names))
     for _name, sup, _packs in loaded:
         index.superseded.update(sup)
+    if any(packs is None and name not in index.superseded for name, _sup, packs in loaded):
+        return None
     for name, _sup, packs in loaded:
+        if packs is None:                   # gone, and a file read covers it
+            continue
         index.file_names.add(name)
-        if name in index.superseded:  # a gc's consolidated index covers it; it is about to be deleted
+        if name in index.superseded:        # a consolidated index covers it; it is about to be deleted
             continue
         for size, entries in packs.values():
             index.add_pack(size, entries)
