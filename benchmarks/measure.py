@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,21 @@ def backupctl_executable() -> str:
     is a bash script) would add its own start-up to every timed command."""
     own = os.path.join(os.path.dirname(sys.executable), "backupctl")
     return own if os.access(own, os.X_OK) else shutil.which("backupctl") or "backupctl"
+
+
+def postgres_can_run_backupctl(backupctl: str) -> None:
+    """archive_command runs backupctl as postgres: give it the search bit on the way to this Python
+    (what tests/engines/postgresql/conftest.py does)."""
+    for path in {os.path.realpath(sys.executable), os.path.realpath(backupctl)}:
+        d = os.path.dirname(path)
+        while d != "/":
+            mode = os.stat(d).st_mode
+            if not mode & stat.S_IXOTH:
+                os.chmod(d, mode | stat.S_IXOTH)
+            d = os.path.dirname(d)
+    r = subprocess.run(["runuser", "-u", "postgres", "--", backupctl, "--version"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"postgres cannot run {backupctl}: {r.stderr}")
 
 
 def log(msg: str) -> None:

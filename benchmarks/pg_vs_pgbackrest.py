@@ -43,7 +43,6 @@ import platform
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -51,8 +50,8 @@ import time
 from pathlib import Path
 
 import measure  # noqa: E402
-from measure import (backupctl_executable, disk_write_floor, du_sb, free_port, log, run_measured,  # noqa: E402
-                     wait_idle, warm)
+from measure import (backupctl_executable, disk_write_floor, du_sb, free_port, log,  # noqa: E402
+                     postgres_can_run_backupctl, run_measured, wait_idle, warm)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 BACKUPCTL = backupctl_executable()
@@ -111,21 +110,6 @@ def as_pg(cmd: list[str]) -> list[str]:
 def chown_pg(*paths: Path) -> None:
     for p in paths:
         shutil.chown(p, "postgres", "postgres")
-
-
-def postgres_can_run_backupctl() -> None:
-    """archive_command runs backupctl as postgres: give it the search bit on the way to this Python
-    (what tests/engines/postgresql/conftest.py does)."""
-    for path in {os.path.realpath(sys.executable), os.path.realpath(BACKUPCTL)}:
-        d = os.path.dirname(path)
-        while d != "/":
-            mode = os.stat(d).st_mode
-            if not mode & stat.S_IXOTH:
-                os.chmod(d, mode | stat.S_IXOTH)
-            d = os.path.dirname(d)
-    r = run(as_pg([BACKUPCTL, "--version"]), check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"postgres cannot run {BACKUPCTL}: {r.stderr}")
 
 
 # --------------------------------------------------------------------------
@@ -635,7 +619,7 @@ def main(argv=None) -> int:
     log(f"work directory {root}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUPCTL_", "PGBACKREST_", "PG"))}
     env["BACKUPCTL_HOME"] = str(root / "bc-home")      # real defaults otherwise (KDF included)
-    postgres_can_run_backupctl()
+    postgres_can_run_backupctl(BACKUPCTL)
 
     bc_version = run([BACKUPCTL, "--version"], env=env).stdout.strip()
     pgbr_version = run([PGBACKREST, "version"]).stdout.strip()
