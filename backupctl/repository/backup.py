@@ -25,6 +25,7 @@ from backupctl.progress import Progress
 from backupctl.repository.blobsaver import BlobSaver
 from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker, Guide
 from backupctl.repository.gc import compact_index
+from backupctl.repository.index import Index
 from backupctl.repository.plan import pending_deletions
 from backupctl.repository.pack import DATA, TREE
 from backupctl.repository.repo import Repository
@@ -166,7 +167,7 @@ class _ParentTree:
                  settled_before: int | None = None) -> None:
         self._it = walk_tree(repo, parent.tree) if parent else iter(())
         self._cur: Node | None = next(self._it, None)
-        self._index = repo.index
+        self._index = repo.index if parent else Index()
         self._exclude = usable
         self._blob_id = repo.key.blob_id
         self._settled_before = settled_before
@@ -230,15 +231,19 @@ class Archiver:
 
     def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
                  workers: int = 2, file_threads: int = 2, content_hook: ContentHook | None = None,
-                 fixed_chunks: FixedChunks | None = None) -> None:
+                 fixed_chunks: FixedChunks | None = None, reuse_stored: bool = True) -> None:
         self.repo = repo
         self.content_hook = content_hook
         self.fixed_chunks = fixed_chunks or (lambda path: None)
         self.progress = progress or Progress()
         self.warnings = Warnings()
-        repo.reload_index()  # after the lock is held: see the gc plans written before it
-        self.exclude = pending_deletions(repo)
-        self.saver = BlobSaver(repo, workers=workers, compression=compression, exclude=self.exclude)
+        if reuse_stored:
+            repo.reload_index()  # after the lock is held: see the gc plans written before it
+            self.exclude = pending_deletions(repo)
+            known = repo.index
+        else:                    # nothing stored is reused, so neither the index nor the plans matter
+            self.exclude, known = frozenset(), Index()
+        self.saver = BlobSaver(repo, known, workers=workers, compression=compression, exclude=self.exclude)
         # Each large file in progress holds at most three buffers (cutting, queued, being read).
         self._buffers = BufferPool(repo.config.chunk_max + BUFFER_SIZE, 3 * file_threads)
         self._chunkers = threading.local()
@@ -439,13 +444,19 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
                  parent: Snapshot | str | None = "auto", progress: Progress | None = None,
                  compression: int | None = None, hostname: str | None = None,
                  content_hook: ContentHook | None = None, reuse_unchanged: bool = True,
-                 settled_before: int | None = None, fixed_chunks: FixedChunks | None = None) -> Snapshot:
+                 settled_before: int | None = None, fixed_chunks: FixedChunks | None = None,
+                 reuse_stored: bool = True) -> Snapshot:
     """Back up files and directories; unchanged files (size, mtime, ctime, inode) are taken from the parent
     (``reuse_unchanged=False``: read anyway; the parent then only speeds up re-cutting changed files;
     ``settled_before``: only files last modified before it, see ``unmodified``).
 
     ``content_hook`` lets an engine store some files in its own encoding (see EncodedContent);
-    ``fixed_chunks`` lets it cut files of fixed-size pages at fixed offsets."""
+    ``fixed_chunks`` lets it cut files of fixed-size pages at fixed offsets.
+
+    ``reuse_stored=False`` (no parent): store every chunk, without reading the repository's index, for
+    data that never repeats what is stored (WAL): its cost then does not grow with the repository."""
+    if not reuse_stored and parent is not None:
+        raise ValueError("a backup that reuses nothing stored has no parent")
     sources = _sources(paths)
     started = time.monotonic()
     abs_paths = [os.path.abspath(p) for p in paths]
@@ -457,7 +468,7 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
         elif isinstance(parent, str):
             parent = repo.find_snapshot(parent)
         archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook,
-                            fixed_chunks=fixed_chunks)
+                            fixed_chunks=fixed_chunks, reuse_stored=reuse_stored)
         if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
             threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:

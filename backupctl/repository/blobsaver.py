@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from backupctl.repository.index import save_index
+from backupctl.repository.index import Index, save_index
 from backupctl.repository.pack import COMPRESSED, BlobEntry, PackWriter, pack_buffer_size, pack_name
 
 # Store a chunk raw unless compression saves at least this fraction.
@@ -53,11 +53,11 @@ class PackBuffers:
 
 
 class BlobSaver:
-    def __init__(self, repo, workers: int = 2, compression: int | None = None, max_in_flight: int = 8,
+    def __init__(self, repo, known: Index, workers: int = 2, compression: int | None = None, max_in_flight: int = 8,
                  max_uploads: int = 2, exclude: frozenset[bytes] = frozenset()) -> None:
         self.repo = repo
         self.key = repo.key
-        self.known = repo.index
+        self.known = known               # blobs stored already: reused, not stored again
         self.exclude = exclude           # blobs a gc plan will delete: never reuse them
         self.level = repo.config.compression if compression is None else compression
         self.pack_size = repo.config.pack_size

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backupctl.errors import LockedError
-from backupctl.repository.index import Index, save_index
+from backupctl.repository.index import INDEX_PREFIX, Index, save_index
 from backupctl.repository.lock import list_locks
 from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name
 from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
@@ -277,7 +277,7 @@ def _compact(repo, log) -> int:
 
 def compact_index(repo, log: Callable[[str], None] = lambda _m: None) -> int:
     """``_compact`` for a writer: skipped (0) while a gc runs, which merges the files itself."""
-    if len(repo.index.file_names) <= MAX_INDEX_FILES:       # the usual case: no lock taken
+    if sum(1 for _ in repo.store.list(INDEX_PREFIX)) <= MAX_INDEX_FILES:   # the usual case: no lock taken
         return 0
     try:
         lock = repo.lock("gc", "index compaction")

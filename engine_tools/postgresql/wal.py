@@ -230,7 +230,9 @@ def _archive(repo: Repository, paths: list[str], entries: list[dict[str, Any]], 
     cached listing."""
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
                           "system_identifier": system, "segment_size": segment_size}}
-    snap = backup_paths(repo, paths, tags=["wal", *tags], metadata=meta, parent=None)
+    # WAL never repeats stored chunks (a zeroed tail compresses to nothing anyway): storing it without
+    # reading the index keeps a push's cost independent of the repository's size.
+    snap = backup_paths(repo, paths, tags=["wal", *tags], metadata=meta, parent=None, reuse_stored=False)
     if snap.summary.get("warning_count"):
         raise BackupctlError(f"archiving {entries[0]['name']} did not read every file: "
                              f"{snap.summary.get('warnings')}", "PostgreSQL will retry; check the permissions of pg_wal")
