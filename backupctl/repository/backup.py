@@ -9,6 +9,7 @@ reports as reclaimable and ``gc`` removes; it never leaves a visible half snapsh
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import stat
@@ -415,8 +416,8 @@ class Archiver:
         save_snapshot(self.repo.store, self.repo.key, snap)
         try:
             compact_index(self.repo)
-        except (BackupctlError, OSError):
-            pass        # the snapshot is committed; the next writer or gc merges the index files
+        except (BackupctlError, OSError) as exc:    # the snapshot is committed: the next writer or gc merges
+            logging.getLogger(__name__).warning("the repository's index files were not merged: %s", exc)
         return snap
 
     def close(self) -> None:

@@ -16,12 +16,14 @@ gc never blocks backups. It works in two phases, like Kopia's maintenance:
 When no other process holds a lock, both phases run in one ``gc`` call; otherwise the
 plan waits for the next call. Only one gc runs at a time (the ``gc`` lock).
 
-Index compaction. Every backup (every ``wal-push``) writes an index file and every
-operation reads them all, so between gcs the files would pile up and each push would
-read thousands. Past ``MAX_INDEX_FILES`` a writer merges them into one (``compact_index``),
-under the ``gc`` lock (so never beside a gc's execution, whose consolidated index must
-supersede every file naming a pack it deletes), in the same crash-safe order: the merged
-file first, naming what it supersedes, then the old files. It keeps every pack.
+Index compaction. Every backup writes an index file and every operation reads them all, so
+between gcs the files would pile up: a server archiving a segment a minute leaves 1,440 a
+day. Past ``MAX_INDEX_FILES`` a writer merges them (``compact_index``) under the ``gc`` lock,
+so never beside a gc's execution, whose consolidated index must supersede every file naming
+a pack it deletes. It merges all but the largest file (gc's consolidated index, as a rule),
+so a merge costs what was added since the last gc, not the whole index; it keeps every pack,
+and it follows the crash-safe order: the merged file, naming what it supersedes, then the
+old files.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backupctl.errors import LockedError
-from backupctl.repository.index import INDEX_PREFIX, Index, save_index
-from backupctl.repository.lock import list_locks
+from backupctl.errors import LockedError, RepositoryError
+from backupctl.repository.index import INDEX_PREFIX, Index, Packs, read_index_files, save_index
+from backupctl.repository.lock import Lock, list_locks
 from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name
 from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
@@ -41,8 +43,10 @@ from backupctl.repository.tree import walk_tree
 
 
 # Index files a writer may leave before it merges them: every operation reads them all (on S3,
-# a request each), and a merge rewrites the whole index.
+# a request each).
 MAX_INDEX_FILES = 32
+COMPACTION = "index compaction"     # the purpose of a writer's gc lock
+COMPACTION_WAIT = 60                # seconds gc waits for a merge (it takes seconds) to finish
 
 
 @dataclass
@@ -90,7 +94,7 @@ def _live_lock_ids(repo, own_id: str) -> set[str]:
 def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
        log: Callable[[str], None] = lambda _m: None) -> GcReport:
     report = GcReport(dry_run=dry_run)
-    with repo.lock("gc", "gc") as lock:
+    with _gc_lock(repo) as lock:
         # Phase 2 first: plans whose waiting is over.
         plans = load_plans(repo)
         live = _live_lock_ids(repo, lock.info.id)
@@ -100,7 +104,7 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         if ready and not dry_run:
             used_now = used.refresh()
             repo.reload_index()
-            _execute(repo, ready, used_now, report, log)
+            _execute(repo, lock, ready, used_now, report, log)
         if not dry_run and hasattr(repo.store, "remove_stale_temporaries"):
             repo.store.remove_stale_temporaries()
         report.plans_waiting = len(waiting)
@@ -114,7 +118,7 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         if dry_run:
             return report
         if not doomed:
-            report.index_files_merged = _compact(repo, log)
+            report.index_files_merged = _compact(repo, lock, log)
             return report
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
                     blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[])
@@ -129,7 +133,7 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
             return report
         used_now = used.refresh()
         repo.reload_index()
-        _execute(repo, [plan], used_now, report, log)
+        _execute(repo, lock, [plan], used_now, report, log)
     return report
 
 
@@ -206,7 +210,22 @@ def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
 
 
-def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -> None:
+def _gc_lock(repo) -> Lock:
+    """The gc lock. A writer merging the index holds it for seconds: gc waits for that, not for
+    another gc."""
+    deadline = time.monotonic() + COMPACTION_WAIT
+    while True:
+        try:
+            return repo.lock("gc", "gc")
+        except LockedError:
+            merging = any(lk.kind == "gc" and lk.purpose == COMPACTION and not lk.is_stale()
+                          for lk in list_locks(repo.store, repo.key))
+            if not merging or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcReport, log) -> None:
     """Delete the planned packs nothing needs any more.
 
     Crash-safe order: first an index without those packs (superseding every index file
@@ -236,7 +255,10 @@ def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -
             log(f"gc: pack {pack_id.hex()[:12]} is still needed; kept")
         else:
             doomed.add(pack_id)
-    old_files = _consolidate(repo, index, without=doomed)
+    lock.check_still_held()   # a lock judged stale: another gc may have run since the index was read
+    old_files = sorted(index.file_names)
+    remaining = {p: (index.packs[p], es) for p, es in by_pack.items() if p not in doomed}
+    save_index(repo.store, repo.key, remaining, supersedes=old_files)
     for pack_id in doomed:
         name = pack_name(pack_id)
         try:
@@ -253,35 +275,47 @@ def _execute(repo, plans: list[Plan], used: set[bytes], report: GcReport, log) -
     log(f"gc: deleted {report.packs_deleted} packs, freed {report.bytes_freed} bytes")
 
 
-def _consolidate(repo, index: Index, without: set[bytes] = frozenset()) -> list[str]:
-    """Write one index file of ``index``'s packs but ``without``, superseding every file ``index``
-    was read from; returns those files, for the caller to delete once nothing needs them."""
-    remaining = {p: (index.packs[p], es) for p, es in index.entries_by_pack().items() if p not in without}
-    old_files = sorted(index.file_names)
-    save_index(repo.store, repo.key, remaining, supersedes=old_files)
-    return old_files
+def _compact(repo, lock: Lock, log) -> int:
+    """Merge the index files but the largest into one when there are more than MAX_INDEX_FILES
+    (holding the gc lock); returns how many were merged.
 
-
-def _compact(repo, log) -> int:
-    """Merge the index files into one when there are more than MAX_INDEX_FILES (holding the gc
-    lock); returns how many were merged."""
-    index = repo.reload_index()
-    if len(index.file_names) <= MAX_INDEX_FILES:
+    Files that a present one supersedes (left by a merge or gc cut short) are deleted first; if
+    that fails (a store that refuses deletes), nothing new is written: each merge would leave
+    another copy."""
+    listed = dict(repo.store.list(INDEX_PREFIX))
+    if len(listed) <= MAX_INDEX_FILES:
         return 0
-    old_files = _consolidate(repo, index)
-    for name in old_files:
+    largest = max(listed, key=lambda name: (listed[name], name))
+    # the largest's entries are not needed, but what it supersedes is: those files' entries may
+    # name packs a gc deleted, and must never be merged into a file nothing supersedes
+    files = read_index_files(repo.store, repo.key, sorted(listed), without_entries=frozenset({largest}))
+    if any(packs is None for _name, _sup, packs in files):
+        raise RepositoryError("an index file vanished while the index files were merged",
+                              "another process ignores the repository's locks; run 'backupctl repo locks'")
+    superseded = {s for _name, sup, _packs in files for s in sup}
+    for name in sorted(superseded & listed.keys()):
         repo.store.delete(name)
-    log(f"gc: merged {len(old_files)} index files into one")
-    return len(old_files)
+    live = [(name, packs) for name, _sup, packs in files if name not in superseded and name != largest]
+    if len(live) + (largest not in superseded) <= MAX_INDEX_FILES:
+        return 0
+    merged: Packs = {}
+    for _name, packs in live:
+        merged.update(packs)
+    lock.check_still_held()   # a lock judged stale: a gc may have deleted packs these files name
+    save_index(repo.store, repo.key, merged, supersedes=[name for name, _ in live])
+    for name, _packs in live:
+        repo.store.delete(name)
+    log(f"gc: merged {len(live)} index files into one")
+    return len(live)
 
 
 def compact_index(repo, log: Callable[[str], None] = lambda _m: None) -> int:
-    """``_compact`` for a writer: skipped (0) while a gc runs, which merges the files itself."""
+    """``_compact`` for a writer, which skips it (0) while a gc runs: the gc, or the next writer, merges."""
     if sum(1 for _ in repo.store.list(INDEX_PREFIX)) <= MAX_INDEX_FILES:   # the usual case: no lock taken
         return 0
     try:
-        lock = repo.lock("gc", "index compaction")
+        lock = repo.lock("gc", COMPACTION)
     except LockedError:
         return 0
     with lock:
-        return _compact(repo, log)
+        return _compact(repo, lock, log)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,7 +38,8 @@ def encode_index(packs: dict[bytes, tuple[int, list[BlobEntry]]], supersedes: It
     return zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
 
 
-def decode_index(raw: bytes, name: str) -> tuple[list[str], dict[bytes, tuple[int, list[BlobEntry]]]]:
+def decode_index(raw: bytes, name: str, entries: bool = True) -> tuple[list[str], dict[bytes, tuple[int, list[BlobEntry]]]]:
+    """The files an index file supersedes, and its packs (none with ``entries=False``)."""
     try:
         data = zstandard.ZstdDecompressor().decompress(raw)
         if not data.startswith(_MAGIC):
@@ -47,7 +49,7 @@ def decode_index(raw: bytes, name: str) -> tuple[list[str], dict[bytes, tuple[in
         meta = json.loads(data[pos + 4:pos + 4 + mlen])
         pos += 4 + mlen
         packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
-        while pos < len(data):
+        while entries and pos < len(data):
             pack_id, size, count = _PACK.unpack_from(data, pos)
             pos += _PACK.size
             entries = [BlobEntry(i, t, f, pack_id, o, ln, raw_len)
@@ -99,11 +101,32 @@ class Index:
         return self.pack_entries
 
 
+Packs = dict[bytes, tuple[int, list[BlobEntry]]]     # pack id -> (its size, its entries)
+IndexFile = tuple[str, list[str], Packs | None]    # name, the files it supersedes, its packs (None: gone)
+
+
+def read_index_files(store: Store, key: MasterKey, names: list[str], threads: int = 8,
+                     without_entries: frozenset[str] = frozenset()) -> list[IndexFile]:
+    """Each file's name, the files it supersedes, and its packs (None: the file is gone; empty for
+    the files in ``without_entries``, of which only the supersedes list is decoded)."""
+    def fetch(name: str) -> IndexFile:
+        try:
+            raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
+        except FileNotFoundError:
+            return name, [], None
+        sup, packs = decode_index(raw, name, entries=name not in without_entries)
+        return name, sup, packs
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(fetch, names))
+
+
 def load_index(store: Store, key: MasterKey, avoid: frozenset[bytes] = frozenset(), threads: int = 8) -> Index:
     """Every index file merged. A file that vanishes between the listing and its read was merged
     into a consolidated file (gc, compaction) written before it was deleted: when no file read
     names it as superseded, that file came after the listing, so the files are listed again."""
-    for _attempt in range(_LOAD_ATTEMPTS):
+    for attempt in range(_LOAD_ATTEMPTS):
+        time.sleep(0.2 * attempt)       # a listing that lags behind (a NAS's cache) catches up
         index = _load_listed(store, key, avoid, threads)
         if index is not None:
             return index
@@ -112,19 +135,8 @@ def load_index(store: Store, key: MasterKey, avoid: frozenset[bytes] = frozenset
 
 
 def _load_listed(store: Store, key: MasterKey, avoid: frozenset[bytes], threads: int) -> Index | None:
-    names = [name for name, _ in store.list(INDEX_PREFIX)]
-
-    def fetch(name: str) -> tuple[str, list[str], dict | None]:
-        try:
-            raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
-        except FileNotFoundError:
-            return name, [], None
-        sup, packs = decode_index(raw, name)
-        return name, sup, packs
-
+    loaded = read_index_files(store, key, [name for name, _ in store.list(INDEX_PREFIX)], threads)
     index = Index(avoid)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        loaded = list(pool.map(fetch, names))
     for _name, sup, _packs in loaded:
         index.superseded.update(sup)
     if any(packs is None and name not in index.superseded for name, _sup, packs in loaded):
