@@ -21,6 +21,11 @@ Steps:
     between fill the archive untimed (pgBackRest: its CLI; backupctl: the same
     `wal-push` command run in one Python process, to save the start-ups).
 
+  4 a backlog: --backlog more segments marked ready at once (archive_status/NAME.ready),
+    drained as PostgreSQL's archiver does, one archive_command per segment in order,
+    renaming .ready to .done after each; timed whole. backupctl's first call stores
+    the ready segments as one batch and the calls for those answer from its spool.
+
 Prints, per checkpoint, the median and the slowest timed push of each tool, the
 ratio pgBackRest / backupctl, and the number of index files in backupctl's
 repository (each push writes one; every push reads them all). Repositories are
@@ -142,6 +147,22 @@ class World:
                   f"    if _run(['wal-push', '--cluster', {CLUSTER!r}, path]): sys.exit(1)\n")
         run(as_pg([sys.executable, "-c", driver, *map(str, segments)]), env=self.env)
 
+    def drain_backlog(self, tool: str, segments: list[Path]) -> float:
+        """Seconds to archive ``segments``, all marked ready at once, as PostgreSQL's archiver does."""
+        backlog = self.root / f"backlog-{tool}"
+        status = backlog / "pg_wal" / "archive_status"
+        status.mkdir(parents=True)
+        (backlog / "global").symlink_to(self.data / "global")
+        for s in segments:
+            shutil.copy2(s, backlog / "pg_wal" / s.name)
+            (status / f"{s.name}.ready").touch()
+        run(["chown", "-R", "postgres:postgres", str(backlog)])
+        t0 = time.perf_counter()
+        for s in segments:
+            run(self.push_command(tool, backlog / "pg_wal" / s.name), env=self.env)
+            (status / f"{s.name}.ready").rename(status / f"{s.name}.done")
+        return time.perf_counter() - t0
+
     def index_files(self) -> int:
         return sum(1 for _ in (self.bc_repo / "index").iterdir())
 
@@ -151,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoints", default="0,250,500,1000",
                     help="archive sizes (pushes) at which to time pushes, comma-separated")
     ap.add_argument("--samples", type=int, default=10, help="timed pushes per checkpoint and tool")
+    ap.add_argument("--backlog", type=int, default=128, help="segments in the backlog drained at the end (0: none)")
     ap.add_argument("--workdir", help="create the work directory inside this directory")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json-out", help="write every measurement to this file")
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
     if any(b - a < args.samples for a, b in zip(checkpoints, checkpoints[1:])):
         ap.error("checkpoints must be at least --samples apart (the timed pushes count towards the archive)")
-    total = checkpoints[-1] + args.samples
+    total = checkpoints[-1] + args.samples + args.backlog
     postgres_can_run_backupctl(BACKUPCTL)
     root = Path(tempfile.mkdtemp(prefix="walpush-bench-", dir=args.workdir))
     os.chmod(root, 0o755)
@@ -182,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             results["checkpoints"].append(row)
             log(f"{cp} archived: backupctl {row['backupctl']['median_s'] * 1000:.0f} ms, pgBackRest "
                 f"{row['pgbackrest']['median_s'] * 1000:.0f} ms, {row['backupctl_index_files']} index files")
+        if args.backlog:
+            backlog = segments[done:done + args.backlog]
+            wait_idle()
+            results["backlog"] = {"segments": len(backlog),
+                                  **{tool: w.drain_backlog(tool, backlog) for tool in ("backupctl", "pgbackrest")}}
+            log(f"backlog of {len(backlog)}: backupctl {results['backlog']['backupctl']:.1f} s, "
+                f"pgBackRest {results['backlog']['pgbackrest']:.1f} s")
     finally:
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(results, indent=2))
@@ -198,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{pb['median_s'] * 1000:>7.0f} ({pb['max_s'] * 1000:>4.0f})  {pb['median_s'] / bc['median_s']:>6.2f}  "
               f"{row['backupctl_index_files']:>11}")
     print("ms: median (slowest); ratio: pgBackRest / backupctl (above 1: backupctl is faster)")
+    if "backlog" in results:
+        b = results["backlog"]
+        print(f"backlog of {b['segments']} ready segments drained: backupctl {b['backupctl']:.1f} s "
+              f"({b['segments'] / b['backupctl']:.0f} segments/s), pgBackRest {b['pgbackrest']:.1f} s "
+              f"({b['segments'] / b['pgbackrest']:.0f} segments/s), ratio {b['pgbackrest'] / b['backupctl']:.2f}")
     return 0
 
 
