@@ -96,11 +96,14 @@ class FileStore:
         if not base.is_dir():
             return
         for dirpath, _dirs, files in os.walk(base, onerror=_unless_gone):
+            # relpath once per directory, not per file: it costs more than the stat below
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            head = "" if rel == "." else rel + "/"
             for fname in files:
                 if fname.startswith(".tmp-"):
                     continue
                 full = os.path.join(dirpath, fname)
-                name = os.path.relpath(full, self.root).replace(os.sep, "/")
+                name = head + fname
                 if name.startswith(prefix):
                     try:
                         yield name, os.path.getsize(full)
