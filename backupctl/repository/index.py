@@ -28,6 +28,8 @@ _ENTRY = struct.Struct("<BBIII32s")
 _AAD = b"backupctl-index"
 _LOAD_ATTEMPTS = 5
 
+Packs = dict[bytes, tuple[int, list[BlobEntry]]]     # pack id -> (its size, its entries)
+
 
 def encode_index(packs: dict[bytes, tuple[int, list[BlobEntry]]], supersedes: Iterable[str] = ()) -> bytes:
     meta = json.dumps({"supersedes": sorted(supersedes)}).encode()
@@ -38,8 +40,8 @@ def encode_index(packs: dict[bytes, tuple[int, list[BlobEntry]]], supersedes: It
     return zstandard.ZstdCompressor(level=3).compress(b"".join(parts))
 
 
-def decode_index(raw: bytes, name: str, entries: bool = True) -> tuple[list[str], dict[bytes, tuple[int, list[BlobEntry]]]]:
-    """The files an index file supersedes, and its packs (none with ``entries=False``)."""
+def decode_index(raw: bytes, name: str, with_entries: bool = True) -> tuple[list[str], Packs]:
+    """The files an index file supersedes, and its packs (none with ``with_entries=False``)."""
     try:
         data = zstandard.ZstdDecompressor().decompress(raw)
         if not data.startswith(_MAGIC):
@@ -49,7 +51,7 @@ def decode_index(raw: bytes, name: str, entries: bool = True) -> tuple[list[str]
         meta = json.loads(data[pos + 4:pos + 4 + mlen])
         pos += 4 + mlen
         packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
-        while entries and pos < len(data):
+        while with_entries and pos < len(data):
             pack_id, size, count = _PACK.unpack_from(data, pos)
             pos += _PACK.size
             entries = [BlobEntry(i, t, f, pack_id, o, ln, raw_len)
@@ -101,7 +103,6 @@ class Index:
         return self.pack_entries
 
 
-Packs = dict[bytes, tuple[int, list[BlobEntry]]]     # pack id -> (its size, its entries)
 IndexFile = tuple[str, list[str], Packs | None]    # name, the files it supersedes, its packs (None: gone)
 
 
@@ -114,7 +115,7 @@ def read_index_files(store: Store, key: MasterKey, names: list[str], threads: in
             raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
         except FileNotFoundError:
             return name, [], None
-        sup, packs = decode_index(raw, name, entries=name not in without_entries)
+        sup, packs = decode_index(raw, name, with_entries=name not in without_entries)
         return name, sup, packs
 
     with ThreadPoolExecutor(max_workers=threads) as pool:

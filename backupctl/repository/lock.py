@@ -100,13 +100,15 @@ class Lock:
     def name(self) -> str:
         return LOCKS_PREFIX + self.info.id
 
-    def _write(self) -> None:
+    def _write(self, refreshed: float) -> None:
         body = asdict(self.info)
         body.pop("id")
+        body["refreshed"] = refreshed
         self.store.put(self.name, self.key.encrypt(json.dumps(body).encode(), _AAD))
+        self.info.refreshed = refreshed      # only once written: what the others see
 
     def acquire(self) -> "Lock":
-        self._write()
+        self._write(self.info.refreshed)
         conflicts = [other for other in list_locks(self.store, self.key)
                      if other.id != self.info.id and other.kind in _CONFLICTS[self.info.kind] and not other.is_stale()]
         if conflicts:
@@ -119,15 +121,21 @@ class Lock:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
+            if self._may_look_stale():
+                return            # never revive it: a gc may have acted as if it were gone
             try:
-                self.info.refreshed = time.time()
-                self._write()
-            except Exception:  # a missed refresh is caught by check_still_held()
+                self._write(time.time())
+            except Exception:     # a missed refresh is caught by check_still_held()
                 pass
+
+    def _may_look_stale(self) -> bool:
+        """Whether another process may have judged this lock stale: the last refresh that was
+        written (a write that hung carries the time it started) is too old."""
+        return time.time() - self.info.refreshed > STALE_AFTER - REFRESH_EVERY
 
     def check_still_held(self) -> None:
         """Before committing, make sure nobody could have judged this lock stale."""
-        if time.time() - self.info.refreshed > STALE_AFTER - REFRESH_EVERY or not self.store.exists(self.name):
+        if self._may_look_stale() or not self.store.exists(self.name):
             raise LockedError("this process's repository lock went stale or was removed",
                               "the operation was not committed; run it again")
 

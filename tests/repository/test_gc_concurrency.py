@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from backupctl.repository import Repository
 from backupctl.repository.backup import Archiver, _sources, backup_paths
 from backupctl.repository.check import check_repository
 from backupctl.repository.gc import gc
-from backupctl.repository.restore import restore_snapshot
+from backupctl.repository.plan import load_plans
+from backupctl.repository.restore import restore_snapshot, restore_stream
 from tests.conftest import PASSWORD
 from tests.helpers import tree_digest, write_random
 
@@ -26,8 +30,6 @@ def _running_backup(repo_url: str, src: Path):
 
 
 def _commit(archiver, lock, src: Path):
-    import time
-
     snap = archiver.commit(paths=[str(src)], tags=[], parent=None, metadata=None, lock=lock,
                            started=time.monotonic(), hostname=None)
     lock.release()
@@ -111,6 +113,7 @@ import sys, time
 from backupctl.repository import Repository
 from backupctl.repository.backup import backup_paths
 from backupctl.repository.gc import gc
+from backupctl.repository.plan import load_plans
 url, role, arg = sys.argv[1], sys.argv[2], sys.argv[3]
 if role == "backup":
     for i in range(3):
@@ -181,3 +184,61 @@ def test_a_session_reloading_its_index_sees_other_writers_and_gc_and_else_keeps_
     assert swept is not fresh and len(swept.blobs) < len(fresh.blobs) and swept.file_names != fresh.file_names
     restore_snapshot(reader, reader.find_snapshot(first.id), str(tmp_path / "first"))
     assert (tmp_path / "first" / "a").read_bytes() == (src / "a").read_bytes()
+
+
+# A store-everything backup (reuse_stored=False, as wal-push: it reads neither the index nor the gc
+# plans) racing a plan that dooms a pack holding the same blob (from a review).
+def _file(tmp_path, name: str, data: bytes) -> str:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def _restores(url: str, snap_id: str, name: str, data: bytes) -> None:
+    with Repository.open(url, PASSWORD) as repo:
+        out = io.BytesIO()
+        restore_stream(repo, repo.find_snapshot(snap_id), out, name=name)
+        assert out.getvalue() == data
+        assert check_repository(repo, read_data=True).ok
+
+
+def test_a_push_after_the_plan_stores_the_doomed_blob_again(fs_repo_url, tmp_path):
+    Repository.init(fs_repo_url, PASSWORD).close()
+    data = os.urandom(700_000)
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        old = backup_paths(repo, [_file(tmp_path, "a", data)], parent=None, reuse_stored=False)
+        repo.forget(old)
+    with Repository.open(fs_repo_url, PASSWORD) as holder, holder.lock("shared", "restore"):
+        with Repository.open(fs_repo_url, PASSWORD) as repo:
+            assert gc(repo).plans_waiting == 1                    # the old pack is doomed, waiting
+        with Repository.open(fs_repo_url, PASSWORD) as repo:     # a push that reads no plan
+            new = backup_paths(repo, [_file(tmp_path, "b", data)], parent=None, reuse_stored=False)
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        report = gc(repo)
+        assert report.plans_executed == 1 and report.packs_deleted == 1
+    _restores(fs_repo_url, new.id, "b", data)
+
+
+def test_a_push_running_while_the_plan_is_written(fs_repo_url, tmp_path):
+    Repository.init(fs_repo_url, PASSWORD).close()
+    data = os.urandom(700_000)
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        old = backup_paths(repo, [_file(tmp_path, "a", data)], parent=None, reuse_stored=False)
+        repo.forget(old)
+    path = _file(tmp_path, "b", data)
+    with Repository.open(fs_repo_url, PASSWORD) as pusher, pusher.lock("shared", "backup") as lock:
+        archiver = Archiver(pusher, reuse_stored=False)
+        try:
+            archiver.add_tree(_sources([path]), None)
+            archiver.finish_data()                                 # its pack uploaded, not indexed
+            with Repository.open(fs_repo_url, PASSWORD) as repo:
+                gc(repo)
+                plans = load_plans(repo)
+                assert len(plans) == 1 and len(plans[0].packs) == 2    # the old pack and the orphan
+            new = archiver.commit(paths=[path], tags=[], parent=None, metadata=None, lock=lock,
+                                  started=time.monotonic(), hostname=None)
+        finally:
+            archiver.close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        assert gc(repo).plans_executed == 1
+    _restores(fs_repo_url, new.id, "b", data)
