@@ -202,12 +202,17 @@ def _restores(url: str, snap_id: str, name: str, data: bytes) -> None:
         assert check_repository(repo, read_data=True).ok
 
 
-def test_a_push_after_the_plan_stores_the_doomed_blob_again(fs_repo_url, tmp_path):
-    Repository.init(fs_repo_url, PASSWORD).close()
+def _pushed_then_forgotten(url: str, tmp_path) -> bytes:
+    """A new repository with one forgotten store-everything backup: its pack is unused; its data."""
+    Repository.init(url, PASSWORD).close()
     data = os.urandom(700_000)
-    with Repository.open(fs_repo_url, PASSWORD) as repo:
-        old = backup_paths(repo, [_file(tmp_path, "a", data)], parent=None, reuse_stored=False)
-        repo.forget(old)
+    with Repository.open(url, PASSWORD) as repo:
+        repo.forget(backup_paths(repo, [_file(tmp_path, "a", data)], parent=None, reuse_stored=False))
+    return data
+
+
+def test_a_push_after_the_plan_stores_the_doomed_blob_again(fs_repo_url, tmp_path):
+    data = _pushed_then_forgotten(fs_repo_url, tmp_path)
     with Repository.open(fs_repo_url, PASSWORD) as holder, holder.lock("shared", "restore"):
         with Repository.open(fs_repo_url, PASSWORD) as repo:
             assert gc(repo).plans_waiting == 1                    # the old pack is doomed, waiting
@@ -220,11 +225,7 @@ def test_a_push_after_the_plan_stores_the_doomed_blob_again(fs_repo_url, tmp_pat
 
 
 def test_a_push_running_while_the_plan_is_written(fs_repo_url, tmp_path):
-    Repository.init(fs_repo_url, PASSWORD).close()
-    data = os.urandom(700_000)
-    with Repository.open(fs_repo_url, PASSWORD) as repo:
-        old = backup_paths(repo, [_file(tmp_path, "a", data)], parent=None, reuse_stored=False)
-        repo.forget(old)
+    data = _pushed_then_forgotten(fs_repo_url, tmp_path)
     path = _file(tmp_path, "b", data)
     with Repository.open(fs_repo_url, PASSWORD) as pusher, pusher.lock("shared", "backup") as lock:
         archiver = Archiver(pusher, reuse_stored=False)
