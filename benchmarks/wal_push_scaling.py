@@ -8,10 +8,11 @@ is a process start plus whatever the tool reads of the repository; if that grows
 the archive, archiving falls behind and the RPO with it.
 
 Steps:
-  1 a throwaway PostgreSQL 15 (initdb --wal-segsize=1: 1 MiB segments keep N segments
-    small on disk; the per-push work this measures does not depend on the size), its
-    archive_command copying every segment to a spool; N segments written by
-    `INSERT ...; SELECT pg_switch_wal()`; the server is stopped.
+  1 a throwaway PostgreSQL 15 (initdb --wal-segsize=--segment-mb: 1 MiB by default keeps
+    a thousand segments small on disk; the per-push work that grows with the archive does
+    not depend on the size), its archive_command copying every segment to a spool; the
+    segments for step 3 written by `INSERT` of a few rows and `SELECT pg_switch_wal()`,
+    then those for step 4 by large `INSERT`s (segments full of rows); the server is stopped.
   2 both tools' repositories: backupctl (`repo add` with the default KDF, `cluster
     register`), pgBackRest (`stanza-create`, compress-type=zst,
     repo1-cipher-type=aes-256-cbc, as in pg_vs_pgbackrest.py).
@@ -21,7 +22,7 @@ Steps:
     between fill the archive untimed (pgBackRest: its CLI; backupctl: the same
     `wal-push` command run in one Python process, to save the start-ups).
 
-  4 a backlog: --backlog more segments marked ready at once (archive_status/NAME.ready),
+  4 a backlog: --backlog full segments marked ready at once (archive_status/NAME.ready),
     drained as PostgreSQL's archiver does, one archive_command per segment in order,
     renaming .ready to .done after each; timed whole. backupctl's first call stores
     the ready segments as one batch and the calls for those answer from its spool.
@@ -76,7 +77,9 @@ class World:
         self.password = password
         self.env = {**os.environ, "BACKUPCTL_HOME": str(self.bc_home)}
 
-    def setup(self, segments: int) -> list[Path]:
+    def setup(self, segments: int, filled: int, segment_mb: int) -> tuple[list[Path], list[Path]]:
+        """``segments`` segments, each switched after a few rows (a quiet server), then ``filled``
+        segments full of row data (a busy one)."""
         for d in (self.data, self.sock, self.spool / "pg_wal", self.bc_home, self.bc_repo, self.pgbr_repo,
                   self.root / "pgbr-log", self.root / "pgbr-lock"):
             d.mkdir(parents=True)
@@ -91,7 +94,7 @@ class World:
         run(["chown", "-R", "postgres:postgres", str(self.root)])
         os.chmod(self.data, 0o700)
         run(as_pg([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                   "--wal-segsize=1", "--no-instructions"]))
+                   f"--wal-segsize={segment_mb}", "--no-instructions"]))
         # backupctl's wal-push reads the system identifier from <dir of pg_wal>/global/pg_control
         (self.spool / "global").symlink_to(self.data / "global")
         with open(self.data / "postgresql.conf", "a") as f:
@@ -101,27 +104,35 @@ class World:
         pg_ctl = as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"), "-w"])
         run(pg_ctl + ["start"])
         try:
-            log(f"writing {segments} WAL segments")
-            script = "CREATE TABLE t (id int, pad text);\n" + \
-                "INSERT INTO t SELECT g, repeat('x', 80) FROM generate_series(1, 3000) g;\n" \
-                "SELECT pg_switch_wal();\n" * segments
-            run(as_pg([str(PG_BIN / "psql"), "-h", str(self.sock), "-p", str(self.port), "-d", "postgres", "-Xq",
-                       "-v", "ON_ERROR_STOP=1"]), input=script)
+            log(f"writing {segments} + {filled} WAL segments of {segment_mb} MiB")
+            psql = as_pg([str(PG_BIN / "psql"), "-h", str(self.sock), "-p", str(self.port), "-d", "postgres", "-XAtq",
+                          "-v", "ON_ERROR_STOP=1"])
+            run(psql, input="CREATE TABLE t (id int, pad text);\n" +
+                "INSERT INTO t SELECT g, repeat('x', 80) FROM generate_series(1, 3000) g;\n"
+                "SELECT pg_switch_wal();\n" * segments)
+            # then rows until `filled` segments are full (md5 text compresses about as table data does)
+            start = run(psql + ["-c", "SELECT pg_current_wal_lsn()"]).stdout.strip()
+            while int(run(psql + ["-c", f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start}')::bigint"]
+                          ).stdout.strip()) < (filled + 1) * segment_mb * 2**20:
+                run(psql + ["-c", "INSERT INTO t SELECT g, md5(g::text) || md5(random()::text) "
+                                  f"FROM generate_series(1, {segment_mb * 20_000}) g"])
+            run(psql + ["-c", "SELECT pg_switch_wal()"])
             run(as_pg([PGBACKREST, f"--config={self.pgbr_conf}", f"--stanza={CLUSTER}", "stanza-create"]))
-            deadline = time.monotonic() + 600
-            while len(list((self.spool / "pg_wal").glob("0*"))) < segments and time.monotonic() < deadline:
+            deadline = time.monotonic() + 900
+            while len(list((self.spool / "pg_wal").glob("0*"))) < segments + filled and time.monotonic() < deadline:
                 time.sleep(0.5)
         finally:
             run(pg_ctl + ["-m", "fast", "stop"])
         names = sorted(p for p in (self.spool / "pg_wal").iterdir() if len(p.name) == 24)
-        if len(names) < segments:
-            raise RuntimeError(f"only {len(names)} of {segments} segments were archived; see {self.root}/server.log")
+        if len(names) < segments + filled:
+            raise RuntimeError(f"only {len(names)} of {segments + filled} segments were archived; see "
+                               f"{self.root}/server.log")
         bc = as_pg([BACKUPCTL])
         run(bc + ["repo", "add", "main", "--url", str(self.bc_repo), "--default", "--password-file",
                   str(self.pwfile)], env=self.env)
         run(bc + ["cluster", "register", CLUSTER, "--engine", "postgresql", "--host", str(self.sock), "--port",
                   str(self.port), "--user", "postgres", "--data-dir", str(self.data)], env=self.env)
-        return names[:segments]
+        return names[:segments], names[segments:segments + filled]
 
     def push_command(self, tool: str, segment: Path) -> list[str]:
         if tool == "backupctl":
@@ -173,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="archive sizes (pushes) at which to time pushes, comma-separated")
     ap.add_argument("--samples", type=int, default=10, help="timed pushes per checkpoint and tool")
     ap.add_argument("--backlog", type=int, default=128, help="segments in the backlog drained at the end (0: none)")
+    ap.add_argument("--segment-mb", type=int, default=1, choices=(1, 2, 4, 8, 16, 32, 64),
+                    help="WAL segment size (initdb --wal-segsize); 16 is PostgreSQL's default")
     ap.add_argument("--workdir", help="create the work directory inside this directory")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json-out", help="write every measurement to this file")
@@ -181,15 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
     if any(b - a < args.samples for a, b in zip(checkpoints, checkpoints[1:])):
         ap.error("checkpoints must be at least --samples apart (the timed pushes count towards the archive)")
-    total = checkpoints[-1] + args.samples + args.backlog
+    total = checkpoints[-1] + args.samples
     postgres_can_run_backupctl(BACKUPCTL)
     root = Path(tempfile.mkdtemp(prefix="walpush-bench-", dir=args.workdir))
     os.chmod(root, 0o755)
     w = World(root, args.password)
     results: dict = {"machine": platform.node(), "cpus": os.cpu_count(), "checkpoints": [],
-                     "segment_bytes": 2**20, "samples": args.samples}
+                     "segment_bytes": args.segment_mb * 2**20, "samples": args.samples}
     try:
-        segments = w.setup(total)
+        segments, filled = w.setup(total, args.backlog, args.segment_mb)
         done = 0
         for cp in checkpoints:
             row = {"archived": cp}
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{cp} archived: backupctl {row['backupctl']['median_s'] * 1000:.0f} ms, pgBackRest "
                 f"{row['pgbackrest']['median_s'] * 1000:.0f} ms, {row['backupctl_index_files']} index files")
         if args.backlog:
-            backlog = segments[done:done + args.backlog]
+            backlog = filled
             wait_idle()
             results["backlog"] = {"segments": len(backlog),
                                   **{tool: w.drain_backlog(tool, backlog) for tool in ("backupctl", "pgbackrest")}}
@@ -218,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
         else:
             log(f"kept {root}")
-    print(f"wal push time as the archive grows ({args.samples} timed pushes per point, 1 MiB segments, "
-          f"local repositories)")
+    print(f"wal push time as the archive grows ({args.samples} timed pushes per point, {args.segment_mb} MiB "
+          f"segments, local repositories)")
     print(f"{'archived':>9}  {'backupctl ms':>13}  {'pgBackRest ms':>14}  {'ratio':>6}  {'index files':>11}")
     for row in results["checkpoints"]:
         bc, pb = row["backupctl"], row["pgbackrest"]
@@ -229,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     print("ms: median (slowest); ratio: pgBackRest / backupctl (above 1: backupctl is faster)")
     if "backlog" in results:
         b = results["backlog"]
-        print(f"backlog of {b['segments']} ready segments drained: backupctl {b['backupctl']:.1f} s "
-              f"({b['segments'] / b['backupctl']:.0f} segments/s), pgBackRest {b['pgbackrest']:.1f} s "
-              f"({b['segments'] / b['pgbackrest']:.0f} segments/s), ratio {b['pgbackrest'] / b['backupctl']:.2f}")
+        mb = b["segments"] * args.segment_mb * 2**20 / 1e6
+        print(f"backlog of {b['segments']} ready segments full of rows drained: backupctl {b['backupctl']:.1f} s "
+              f"({b['segments'] / b['backupctl']:.0f} segments/s, {mb / b['backupctl']:.0f} MB/s), pgBackRest "
+              f"{b['pgbackrest']:.1f} s ({b['segments'] / b['pgbackrest']:.0f} segments/s, "
+              f"{mb / b['pgbackrest']:.0f} MB/s), ratio {b['pgbackrest'] / b['backupctl']:.2f}")
     return 0
 
 
