@@ -310,7 +310,8 @@ def _compact(repo, lock: Lock, log) -> int:
 
 
 def compact_index(repo, log: Callable[[str], None] = lambda _m: None) -> int:
-    """``_compact`` for a writer, which skips it (0) while a gc runs: the gc, or the next writer, merges."""
+    """``_compact`` for a writer, which skips it (0) while a gc runs: the next writer merges, or the
+    gc if it has nothing to delete."""
     if sum(1 for _ in repo.store.list(INDEX_PREFIX)) <= MAX_INDEX_FILES:   # the usual case: no lock taken
         return 0
     try:
