@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import zstandard
 
-from backupctl.repository.index import Index, save_index
-from backupctl.repository.pack import COMPRESSED, BlobEntry, PackWriter, pack_buffer_size, pack_name
+from backupctl.repository.index import Index, Packs, save_index
+from backupctl.repository.pack import COMPRESSED, PackWriter, pack_buffer_size, pack_name
 
 # Store a chunk raw unless compression saves at least this fraction.
 _MIN_SAVING = 0.03
@@ -62,7 +62,7 @@ class BlobSaver:
         self.level = repo.config.compression if compression is None else compression
         self.pack_size = repo.config.pack_size
         self.stats = SaveStats()
-        self.new_packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
+        self.new_packs: Packs = {}
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._buffers = PackBuffers(max_uploads + 1, pack_buffer_size(self.pack_size, repo.config.chunk_max))

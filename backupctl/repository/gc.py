@@ -181,7 +181,7 @@ def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used
     """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
     buffer = bytearray(pack_buffer_size(repo.config.pack_size, repo.config.chunk_max))
     writer = PackWriter(buffer)
-    new_packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
+    new_packs: Packs = {}
 
     def upload() -> None:
         nonlocal writer

@@ -1,8 +1,9 @@
 """The index: which pack holds each blob, so reads need no pack scans.
 
 Each backup writes one index file ``index/<sha256>`` for the packs it uploaded, after the
-packs are durable and before its snapshot. gc writes consolidated index files that name
-the files they supersede. Index files are sealed like every other object.
+packs are durable and before its snapshot. gc, and a writer past 32 files (see gc.py), write
+consolidated index files that name the files they supersede. Index files are sealed like
+every other object.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _LOAD_ATTEMPTS = 5
 Packs = dict[bytes, tuple[int, list[BlobEntry]]]     # pack id -> (its size, its entries)
 
 
-def encode_index(packs: dict[bytes, tuple[int, list[BlobEntry]]], supersedes: Iterable[str] = ()) -> bytes:
+def encode_index(packs: Packs, supersedes: Iterable[str] = ()) -> bytes:
     meta = json.dumps({"supersedes": sorted(supersedes)}).encode()
     parts = [_MAGIC, struct.pack("<I", len(meta)), meta]
     for pack_id, (size, entries) in packs.items():
@@ -50,7 +51,7 @@ def decode_index(raw: bytes, name: str, with_entries: bool = True) -> tuple[list
         (mlen,) = struct.unpack_from("<I", data, pos)
         meta = json.loads(data[pos + 4:pos + 4 + mlen])
         pos += 4 + mlen
-        packs: dict[bytes, tuple[int, list[BlobEntry]]] = {}
+        packs: Packs = {}
         while with_entries and pos < len(data):
             pack_id, size, count = _PACK.unpack_from(data, pos)
             pos += _PACK.size
@@ -153,8 +154,7 @@ def _load_listed(store: Store, key: MasterKey, avoid: frozenset[bytes], threads:
     return index
 
 
-def save_index(store: Store, key: MasterKey, packs: dict[bytes, tuple[int, list[BlobEntry]]],
-               supersedes: Iterable[str] = ()) -> str:
+def save_index(store: Store, key: MasterKey, packs: Packs, supersedes: Iterable[str] = ()) -> str:
     sealed = key.encrypt(encode_index(packs, supersedes), _AAD)
     name = INDEX_PREFIX + hashlib.sha256(sealed).hexdigest()
     store.put(name, sealed)
