@@ -27,6 +27,7 @@ from backupctl.repository.blobsaver import BlobSaver
 from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker, Guide
 from backupctl.repository.gc import compact_index
 from backupctl.repository.index import Index
+from backupctl.repository.lock import Lock
 from backupctl.repository.plan import pending_deletions
 from backupctl.repository.pack import DATA, TREE
 from backupctl.repository.repo import Repository
@@ -232,7 +233,7 @@ class Archiver:
 
     def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
                  workers: int = 2, file_threads: int = 2, content_hook: ContentHook | None = None,
-                 fixed_chunks: FixedChunks | None = None, reuse_stored: bool = True) -> None:
+                 fixed_chunks: FixedChunks | None = None, reuse_stored: bool = True, lock: Lock | None = None) -> None:
         self.repo = repo
         self.content_hook = content_hook
         self.fixed_chunks = fixed_chunks or (lambda path: None)
@@ -244,7 +245,8 @@ class Archiver:
             known = repo.index
         else:                    # nothing stored is reused, so neither the index nor the plans matter
             self.exclude, known = frozenset(), Index()
-        self.saver = BlobSaver(repo, known, workers=workers, compression=compression, exclude=self.exclude)
+        self.saver = BlobSaver(repo, known, workers=workers, compression=compression, exclude=self.exclude,
+                               before_index=lock.check_still_held if lock else lambda: None)
         # Each large file in progress holds at most three buffers (cutting, queued, being read).
         self._buffers = BufferPool(repo.config.chunk_max + BUFFER_SIZE, 3 * file_threads)
         self._chunkers = threading.local()
@@ -401,6 +403,7 @@ class Archiver:
                lock, started: float, hostname: str | None) -> Snapshot:
         self.finish_data()
         tree = self._tree
+        lock.check_still_held()     # before the index too: it must not name packs a gc took for orphans
         self.saver.commit_index()
         lock.check_still_held()
         duration = time.monotonic() - started
@@ -469,7 +472,7 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
         elif isinstance(parent, str):
             parent = repo.find_snapshot(parent)
         archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook,
-                            fixed_chunks=fixed_chunks, reuse_stored=reuse_stored)
+                            fixed_chunks=fixed_chunks, reuse_stored=reuse_stored, lock=lock)
         if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
             threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:
@@ -488,7 +491,7 @@ def backup_stream(repo: Repository, stream: BinaryIO, name: str, *, tags: list[s
         raise UsageError(f"invalid stream name {name!r}", "give --stdin-name a plain file name such as dump.sql")
     started = time.monotonic()
     with repo.lock("shared", "backup") as lock:
-        archiver = Archiver(repo, progress=progress, compression=compression)
+        archiver = Archiver(repo, progress=progress, compression=compression, lock=lock)
         try:
             archiver.add_stream(stream, name)
             return archiver.commit(paths=[name], tags=list(tags), parent=None, metadata=metadata, lock=lock,

@@ -54,11 +54,14 @@ class PackBuffers:
 
 class BlobSaver:
     def __init__(self, repo, known: Index, workers: int = 2, compression: int | None = None, max_in_flight: int = 8,
-                 max_uploads: int = 2, exclude: frozenset[bytes] = frozenset()) -> None:
+                 max_uploads: int = 2, exclude: frozenset[bytes] = frozenset(),
+                 before_index: Callable[[], None] = lambda: None) -> None:
         self.repo = repo
         self.key = repo.key
         self.known = known               # blobs stored already: reused, not stored again
         self.exclude = exclude           # blobs a gc plan will delete: never reuse them
+        # raises when the writer's lock may have looked stale: a gc may have deleted the packs as orphans
+        self.before_index = before_index
         self.level = repo.config.compression if compression is None else compression
         self.pack_size = repo.config.pack_size
         self.stats = SaveStats()
@@ -166,6 +169,7 @@ class BlobSaver:
             packs, self.new_packs = self.new_packs, {}
         if not packs:
             return None
+        self.before_index()
         name = save_index(self.repo.store, self.key, packs)
         with self._lock:
             self.known.file_names.add(name)     # read, in effect: a reload finds nothing new in it

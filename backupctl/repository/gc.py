@@ -114,7 +114,8 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         in_plans = {bytes.fromhex(p) for plan in waiting for p in plan.packs}
         used_now = used.refresh()
         index = repo.reload_index()
-        doomed, doomed_blobs = _choose_packs(repo, index, used_now, in_plans, repack_threshold, report, dry_run, log)
+        doomed, doomed_blobs = _choose_packs(repo, lock, index, used_now, in_plans, repack_threshold, report,
+                                             dry_run, log)
         if dry_run:
             return report
         if not doomed:
@@ -123,8 +124,10 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
                     blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[])
         # Locks taken before the plan was visible may reuse doomed blobs: wait for them.
+        lock.check_still_held()
         save_plan(repo, plan)
         plan.wait_for = sorted(_live_lock_ids(repo, lock.info.id))
+        lock.check_still_held()
         save_plan(repo, plan)
         if plan.wait_for:
             report.plans_waiting += 1
@@ -137,7 +140,7 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
     return report
 
 
-def _choose_packs(repo, index: Index, used: set[bytes], skip: set[bytes], threshold: float, report: GcReport,
+def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float, report: GcReport,
                   dry_run: bool, log) -> tuple[set[bytes], set[bytes]]:
     """Packs to delete (after repacking what they still hold that is used) and the blobs leaving with them."""
     by_pack = index.entries_by_pack()
@@ -170,13 +173,13 @@ def _choose_packs(repo, index: Index, used: set[bytes], skip: set[bytes], thresh
                 doomed.add(pack_id)
                 report.orphan_packs += 1
     if to_repack and not dry_run:
-        _repack(repo, index, to_repack, used, report, log)
+        _repack(repo, lock, index, to_repack, used, report, log)
     elif dry_run:
         report.packs_repacked = len(to_repack)
     return doomed, doomed_blobs
 
 
-def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes], report: GcReport,
+def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes], report: GcReport,
             log) -> None:
     """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
     buffer = bytearray(pack_buffer_size(repo.config.pack_size, repo.config.chunk_max))
@@ -206,6 +209,7 @@ def _repack(repo, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used
     if writer.count:
         upload()
     if new_packs:
+        lock.check_still_held()   # another gc may have taken the new packs for orphans meanwhile
         save_index(repo.store, repo.key, new_packs)
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
 

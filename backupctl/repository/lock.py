@@ -5,6 +5,15 @@ other gc runs but not backups (gc defers deleting until the backups that might u
 data have finished; see gc.py). ``exclusive`` excludes everything. A lock records owner,
 host, pid and time, and is refreshed while held; one not refreshed for STALE_AFTER, or
 whose process on this host is gone, is stale and ignored.
+
+A process is told from another by what no clock step changes: the boot, the pid namespace
+and the process's start in clock ticks since boot (Linux). A lock of another boot or pid
+namespace (a container sharing the host's name) is judged by its refresh time alone.
+
+A holder must not act once another process may have judged its lock stale: a gc may then
+have deleted what it was about to use. It checks ``check_still_held`` before each write that
+others rely on, and a lock that may have looked stale is never refreshed back to life. Hosts
+sharing a repository must keep their clocks within SAFE_AGE of each other (NTP).
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ from repo_plugins import Store
 LOCKS_PREFIX = "locks/"
 STALE_AFTER = 30 * 60
 REFRESH_EVERY = 5 * 60
+# A holder's lock is lost once its last written refresh is older than this: the rest of
+# STALE_AFTER is the margin for clock skew between hosts.
+SAFE_AGE_FRACTION = 0.5
 _AAD = b"backupctl-lock"
 _CONFLICTS = {
     "shared": {"exclusive"},
@@ -44,17 +56,24 @@ class LockInfo:
     refreshed: float
     purpose: str = ""
     id: str = ""
+    boot_id: str = ""              # what tells this holder's process from another, whatever the clock
+    pid_namespace: int = 0
+    start_ticks: int = 0
 
     def is_stale(self, now: float | None = None) -> bool:
         now = now or time.time()
         if now - self.refreshed > STALE_AFTER:
             return True
-        if self.hostname == socket.gethostname():
-            try:
-                return psutil.Process(self.pid).create_time() > self.created + 1
-            except psutil.NoSuchProcess:
-                return True
-        return False
+        if self.hostname != socket.gethostname():
+            return False
+        if self.boot_id and self.start_ticks:
+            if (self.boot_id, self.pid_namespace) != (_boot_id(), _pid_namespace()):
+                return False       # another boot or another container: the refresh time decides
+            return _start_ticks(self.pid) != self.start_ticks
+        try:                       # a lock without them (written elsewhere than Linux)
+            return psutil.Process(self.pid).create_time() > self.created + 1
+        except psutil.NoSuchProcess:
+            return True
 
     def to_dict(self) -> dict:
         return {**asdict(self), "stale": self.is_stale()}
@@ -62,6 +81,38 @@ class LockInfo:
     def describe(self) -> str:
         age = int(time.time() - self.created)
         return f"{self.kind} lock by {self.username}@{self.hostname} pid {self.pid} ({self.purpose or 'unknown'}, {age}s ago)"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (None: no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])    # field 22; the name may hold spaces
+
+
+_FIELDS = set(LockInfo.__dataclass_fields__)
+
+
+def _safe_age() -> float:
+    return STALE_AFTER * SAFE_AGE_FRACTION
 
 
 def list_locks(store: Store, key: MasterKey) -> list[LockInfo]:
@@ -72,7 +123,7 @@ def list_locks(store: Store, key: MasterKey) -> list[LockInfo]:
         except FileNotFoundError:
             continue
         d["id"] = name[len(LOCKS_PREFIX):]
-        out.append(LockInfo(**d))
+        out.append(LockInfo(**{k: v for k, v in d.items() if k in _FIELDS}))   # a later version's too
     return out
 
 
@@ -91,8 +142,10 @@ class Lock:
     def __init__(self, store: Store, key: MasterKey, kind: str, purpose: str) -> None:
         self.store, self.key = store, key
         now = time.time()
+        boot_id = _boot_id()
         self.info = LockInfo(kind, socket.gethostname(), os.getpid(), getpass.getuser(), now, now, purpose,
-                             os.urandom(16).hex())
+                             os.urandom(16).hex(), boot_id, _pid_namespace() if boot_id else 0,
+                             (_start_ticks(os.getpid()) or 0) if boot_id else 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -104,8 +157,12 @@ class Lock:
         body = asdict(self.info)
         body.pop("id")
         body["refreshed"] = refreshed
+        previous = self.info.refreshed
         self.store.put(self.name, self.key.encrypt(json.dumps(body).encode(), _AAD))
-        self.info.refreshed = refreshed      # only once written: what the others see
+        # only once written (what the others see), and not if it landed when the lock may have looked
+        # stale: the lock stays as good as lost
+        if time.time() - previous <= _safe_age():
+            self.info.refreshed = refreshed
 
     def acquire(self) -> "Lock":
         self._write(self.info.refreshed)
@@ -127,11 +184,16 @@ class Lock:
                 self._write(time.time())
             except Exception:     # a missed refresh is caught by check_still_held()
                 pass
+            if self._stop.is_set():                 # released while the write hung: it landed late
+                try:
+                    self.store.delete(self.name)
+                except Exception:
+                    pass
 
     def _may_look_stale(self) -> bool:
-        """Whether another process may have judged this lock stale: the last refresh that was
-        written (a write that hung carries the time it started) is too old."""
-        return time.time() - self.info.refreshed > STALE_AFTER - REFRESH_EVERY
+        """Whether another process may have judged this lock stale: the last refresh written in time
+        is too old (a write that hung carries the time it started)."""
+        return time.time() - self.info.refreshed > _safe_age()
 
     def check_still_held(self) -> None:
         """Before committing, make sure nobody could have judged this lock stale."""

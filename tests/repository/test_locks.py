@@ -8,17 +8,22 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
+import psutil
 import pytest
 
 from backupctl.errors import LockedError
 from backupctl.repository import Repository
+from backupctl.repository import gc as gc_module
 from backupctl.repository import lock as lock_module
-from backupctl.repository.backup import Archiver, backup_stream
+from backupctl.repository.backup import Archiver, backup_paths, backup_stream
 from backupctl.repository.check import check_repository
 from backupctl.repository.gc import gc
 from backupctl.repository.lock import Lock, list_locks
+from backupctl.repository.plan import load_plans
 from tests.conftest import PASSWORD
+from tests.helpers import write_random
 
 
 def test_exclusive_lock_conflicts_with_a_running_backup(fs_repo_url):
@@ -136,3 +141,163 @@ def test_a_lock_others_may_have_judged_stale_cannot_commit(fs_repo_url, monkeypa
                 archiver.close()
     with Repository.open(fs_repo_url, PASSWORD) as repo:
         assert not repo.snapshots() and check_repository(repo).ok
+
+
+# From a third review: late refresh writes, index files and gc's phase 1 written on a lock that
+# may have looked stale, a clock step on this host, and clock skew between hosts.
+MIN = 60.0
+
+
+class _Once:
+    """A stop event whose wait() lets the refresh loop run exactly one iteration."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def wait(self, _timeout) -> bool:
+        self.calls += 1
+        return self.calls > 1
+
+    def set(self) -> None:
+        self.calls = 99
+
+    def is_set(self) -> bool:
+        return self.calls > 1
+
+
+def _make_stale(lock: Lock, age: float = 3600) -> None:
+    """The refreshes stopped long ago: the lock file and the lock agree on an old refresh time."""
+    lock._stop.set()
+    if lock._thread:
+        lock._thread.join()
+    lock._write(time.time() - age)
+
+
+def test_a_refresh_that_lands_after_the_lock_looked_stale_does_not_revive_it(fs_repo_url, monkeypatch):
+    """Refreshed at T0; refreshes fail for 14 min; the write started at T0+14 lands at T0+21. A host
+    whose clock is 10 minutes ahead saw the file's T0 and judged the lock stale from T0+20 (its gc
+    may have deleted packs): the late write must not make the lock pass check_still_held."""
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    clock = {"now": time.time()}
+    monkeypatch.setattr(lock_module, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    t0 = clock["now"]
+    lock = Lock(repo.store, repo.key, "shared", "backup")
+    lock._write(lock.info.refreshed)                         # acquire, without its refresh thread
+    judged = []
+
+    class SlowStore:
+        def put(self, name, data):
+            clock["now"] = t0 + 21 * MIN                     # the write hangs for 7 minutes...
+            judged.append([lk.is_stale(now=clock["now"] + 10 * MIN) for lk in list_locks(repo.store, repo.key)])
+            return repo.store.put(name, data)                # ...and then lands
+
+        def __getattr__(self, attr):
+            return getattr(repo.store, attr)
+
+    lock.store = SlowStore()
+    clock["now"] = t0 + 14 * MIN                             # two refreshes failed meanwhile
+    lock._stop = _Once()
+    lock._refresh_loop()
+    assert judged == [[True]]                                # the host ahead judged it stale meanwhile
+    with pytest.raises(LockedError, match="went stale"):
+        lock.check_still_held()
+
+
+def test_a_stale_backup_leaves_no_index_naming_packs_gc_deleted(fs_repo_url):
+    """commit() writes the index before check_still_held: a backup whose lock went stale (gc then
+    deleted its unindexed packs as orphans) is refused, but its index file stays, naming deleted
+    packs; the next backup dedups against them."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    data = os.urandom(700_000)
+    with Repository.open(fs_repo_url, PASSWORD) as writer:
+        lock = writer.lock("shared", "backup")
+        archiver = Archiver(writer)
+        archiver.add_stream(io.BytesIO(data), "a")
+        archiver.finish_data()                               # packs uploaded, unindexed
+        _make_stale(lock)
+        with Repository.open(fs_repo_url, PASSWORD) as other:
+            assert gc(other).orphan_packs >= 1               # nobody waited for the stale lock
+        try:
+            with pytest.raises(LockedError):
+                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, lock=lock,
+                                started=time.monotonic(), hostname=None)
+        finally:
+            archiver.close()
+            lock.release()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        backup_stream(repo, io.BytesIO(data), "b")           # reuses the blobs the index names
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        assert check_repository(repo).ok
+
+
+def test_gc_phase_one_checks_its_lock_before_writing_a_repack_index_or_plan(fs_repo_url, tmp_path, monkeypatch):
+    """_repack's index and the plan are written without check_still_held: a gc whose lock went
+    stale during a long repack (another gc may be running meanwhile) still writes both."""
+    repo = Repository.init(fs_repo_url, PASSWORD, pack_size=8 * 1024 * 1024)
+    keep, drop = tmp_path / "keep", tmp_path / "drop"
+    write_random(keep / "k.bin", 2 * 1024 * 1024, seed=4)
+    write_random(drop / "d.bin", 5 * 1024 * 1024, seed=5)
+    both = backup_paths(repo, [str(keep), str(drop)])
+    backup_paths(repo, [str(keep)])
+    repo.forget(both)
+    held = {}
+    real_gc_lock, real_repack = gc_module._gc_lock, gc_module._repack
+
+    def gc_lock(r):
+        held["lock"] = real_gc_lock(r)
+        return held["lock"]
+
+    def repack(*args, **kwargs):
+        _make_stale(held["lock"])                            # a repack of hours on a flaky store
+        return real_repack(*args, **kwargs)
+
+    monkeypatch.setattr(gc_module, "_gc_lock", gc_lock)
+    monkeypatch.setattr(gc_module, "_repack", repack)
+    running = repo.lock("shared", "backup")                  # so the plan waits: no _execute check
+    index_files = set(repo.store.list("index/"))
+    try:
+        with pytest.raises(LockedError):
+            gc(Repository.open(fs_repo_url, PASSWORD))
+        assert not load_plans(repo)
+        assert set(repo.store.list("index/")) == index_files  # nor the repacked packs' index
+    finally:
+        running.release()
+
+
+def test_a_live_lock_on_this_host_is_not_stale_after_the_clock_steps_forward(fs_repo_url, monkeypatch):
+    """is_stale on the same host compares psutil's create_time (boot time from the current wall
+    clock + ticks) with the recorded ``created``: a forward step of a few seconds (NTP/chrony
+    makestep, VM resume) makes a CLI process's live lock stale, and check_still_held cannot know."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    code = ("from backupctl.repository import Repository; import time; "
+            f"r = Repository.open({fs_repo_url!r}, {PASSWORD!r}); r.lock('shared', 'backup'); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"held"
+        repo = Repository.open(fs_repo_url, PASSWORD)
+        [info] = list_locks(repo.store, repo.key)
+        started_before_lock = info.created - psutil.Process(proc.pid).create_time()
+        step = started_before_lock + 2                       # seconds
+        real_boot = psutil._pslinux.boot_time
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: real_boot() + step)
+        assert not info.is_stale(now=time.time() + step), f"live lock stale after a {step:.1f}s clock step"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_check_still_held_leaves_a_margin_for_clock_skew(fs_repo_url):
+    """Refreshes failed for 21 minutes; another host whose clock is 10 minutes ahead judges the lock
+    stale (its gc deletes): check_still_held must refuse (SAFE_AGE: half of STALE_AFTER)."""
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    lock = repo.lock("shared", "backup")
+    _make_stale(lock, age=21 * MIN)
+    [seen] = list_locks(repo.store, repo.key)
+    seen.hostname = "another-host"
+    assert seen.is_stale(now=time.time() + 10 * MIN)
+    try:
+        with pytest.raises(LockedError):
+            lock.check_still_held()
+    finally:
+        lock.release()
