@@ -231,10 +231,12 @@ class Archiver:
     order the files finish in.
     """
 
-    def __init__(self, repo: Repository, *, progress: Progress | None = None, compression: int | None = None,
-                 workers: int = 2, file_threads: int = 2, content_hook: ContentHook | None = None,
-                 fixed_chunks: FixedChunks | None = None, reuse_stored: bool = True, lock: Lock | None = None) -> None:
+    def __init__(self, repo: Repository, *, lock: Lock, progress: Progress | None = None,
+                 compression: int | None = None, workers: int = 2, file_threads: int = 2,
+                 content_hook: ContentHook | None = None, fixed_chunks: FixedChunks | None = None,
+                 reuse_stored: bool = True) -> None:
         self.repo = repo
+        self.lock = lock                # held by the caller; checked before every index file and the snapshot
         self.content_hook = content_hook
         self.fixed_chunks = fixed_chunks or (lambda path: None)
         self.progress = progress or Progress()
@@ -246,7 +248,7 @@ class Archiver:
         else:                    # nothing stored is reused, so neither the index nor the plans matter
             self.exclude, known = frozenset(), Index()
         self.saver = BlobSaver(repo, known, workers=workers, compression=compression, exclude=self.exclude,
-                               before_index=lock.check_still_held if lock else lambda: None)
+                               before_index=lock.check_still_held)
         # Each large file in progress holds at most three buffers (cutting, queued, being read).
         self._buffers = BufferPool(repo.config.chunk_max + BUFFER_SIZE, 3 * file_threads)
         self._chunkers = threading.local()
@@ -400,12 +402,11 @@ class Archiver:
             self.saver.flush()
 
     def commit(self, *, paths: list[str], tags: list[str], parent: Snapshot | None, metadata: dict | None,
-               lock, started: float, hostname: str | None) -> Snapshot:
+               started: float, hostname: str | None) -> Snapshot:
         self.finish_data()
         tree = self._tree
-        lock.check_still_held()     # before the index too: it must not name packs a gc took for orphans
-        self.saver.commit_index()
-        lock.check_still_held()
+        self.saver.commit_index()       # checks the lock first: no index naming packs a gc took for orphans
+        self.lock.check_still_held()
         duration = time.monotonic() - started
         s = self.saver.stats
         summary = dict(self.counts, bytes_added=s.bytes_added, blobs_new=s.blobs_new, blobs_reused=s.blobs_reused,
@@ -471,13 +472,13 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
             parent = find_parent(repo, abs_paths, host)
         elif isinstance(parent, str):
             parent = repo.find_snapshot(parent)
-        archiver = Archiver(repo, progress=progress, compression=compression, content_hook=content_hook,
-                            fixed_chunks=fixed_chunks, reuse_stored=reuse_stored, lock=lock)
+        archiver = Archiver(repo, lock=lock, progress=progress, compression=compression, content_hook=content_hook,
+                            fixed_chunks=fixed_chunks, reuse_stored=reuse_stored)
         if progress.shows_totals:  # a second walk of the tree, worth it only for an ETA someone sees
             threading.Thread(target=_scan_totals, args=(sources, progress), daemon=True).start()
         try:
             archiver.add_tree(sources, parent, reuse_unchanged, settled_before)
-            return archiver.commit(paths=abs_paths, tags=list(tags), parent=parent, metadata=metadata, lock=lock,
+            return archiver.commit(paths=abs_paths, tags=list(tags), parent=parent, metadata=metadata,
                                    started=started, hostname=host)
         finally:
             archiver.close()
@@ -491,10 +492,10 @@ def backup_stream(repo: Repository, stream: BinaryIO, name: str, *, tags: list[s
         raise UsageError(f"invalid stream name {name!r}", "give --stdin-name a plain file name such as dump.sql")
     started = time.monotonic()
     with repo.lock("shared", "backup") as lock:
-        archiver = Archiver(repo, progress=progress, compression=compression, lock=lock)
+        archiver = Archiver(repo, lock=lock, progress=progress, compression=compression)
         try:
             archiver.add_stream(stream, name)
-            return archiver.commit(paths=[name], tags=list(tags), parent=None, metadata=metadata, lock=lock,
+            return archiver.commit(paths=[name], tags=list(tags), parent=None, metadata=metadata,
                                    started=started, hostname=hostname)
         finally:
             archiver.close()

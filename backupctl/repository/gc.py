@@ -140,8 +140,8 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
     return report
 
 
-def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float, report: GcReport,
-                  dry_run: bool, log) -> tuple[set[bytes], set[bytes]]:
+def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float,
+                  report: GcReport, dry_run: bool, log) -> tuple[set[bytes], set[bytes]]:
     """Packs to delete (after repacking what they still hold that is used) and the blobs leaving with them."""
     by_pack = index.entries_by_pack()
     doomed: set[bytes] = set()
@@ -179,8 +179,8 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
     return doomed, doomed_blobs
 
 
-def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes], report: GcReport,
-            log) -> None:
+def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes],
+            report: GcReport, log) -> None:
     """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
     buffer = bytearray(pack_buffer_size(repo.config.pack_size, repo.config.chunk_max))
     writer = PackWriter(buffer)

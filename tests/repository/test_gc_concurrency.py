@@ -23,14 +23,14 @@ def _running_backup(repo_url: str, src: Path):
     """A backup stopped just before its commit: data uploaded, no index or snapshot yet, lock held."""
     repo = Repository.open(repo_url, PASSWORD)
     lock = repo.lock("shared", "backup")
-    archiver = Archiver(repo)
+    archiver = Archiver(repo, lock=lock)
     archiver.add_tree(_sources([str(src)]), None)
     archiver.finish_data()
     return repo, lock, archiver
 
 
 def _commit(archiver, lock, src: Path):
-    snap = archiver.commit(paths=[str(src)], tags=[], parent=None, metadata=None, lock=lock,
+    snap = archiver.commit(paths=[str(src)], tags=[], parent=None, metadata=None,
                            started=time.monotonic(), hostname=None)
     lock.release()
     return snap
@@ -228,7 +228,7 @@ def test_a_push_running_while_the_plan_is_written(fs_repo_url, tmp_path):
     data = _pushed_then_forgotten(fs_repo_url, tmp_path)
     path = _file(tmp_path, "b", data)
     with Repository.open(fs_repo_url, PASSWORD) as pusher, pusher.lock("shared", "backup") as lock:
-        archiver = Archiver(pusher, reuse_stored=False)
+        archiver = Archiver(pusher, lock=lock, reuse_stored=False)
         try:
             archiver.add_tree(_sources([path]), None)
             archiver.finish_data()                                 # its pack uploaded, not indexed
@@ -236,7 +236,7 @@ def test_a_push_running_while_the_plan_is_written(fs_repo_url, tmp_path):
                 gc(repo)
                 plans = load_plans(repo)
                 assert len(plans) == 1 and len(plans[0].packs) == 2    # the old pack and the orphan
-            new = archiver.commit(paths=[path], tags=[], parent=None, metadata=None, lock=lock,
+            new = archiver.commit(paths=[path], tags=[], parent=None, metadata=None,
                                   started=time.monotonic(), hostname=None)
         finally:
             archiver.close()

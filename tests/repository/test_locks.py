@@ -122,7 +122,7 @@ def test_a_lock_others_may_have_judged_stale_cannot_commit(fs_repo_url, monkeypa
     with Repository.open(fs_repo_url, PASSWORD) as writer:
         writer.store = flaky = _LockWritesDown(writer.store, mode)
         with writer.lock("shared", "backup") as lock:
-            archiver = Archiver(writer)                        # index read: the old blobs are known
+            archiver = Archiver(writer, lock=lock)              # index read: the old blobs are known
             flaky.down.set()
             time.sleep(2.6)                                    # others now judge the lock stale
             with Repository.open(fs_repo_url, PASSWORD) as other:
@@ -135,7 +135,7 @@ def test_a_lock_others_may_have_judged_stale_cannot_commit(fs_repo_url, monkeypa
             archiver.add_stream(io.BytesIO(data), "again")     # dedups against the deleted pack
             try:
                 with pytest.raises(LockedError, match="went stale"):   # the refreshes did not revive it
-                    archiver.commit(paths=["again"], tags=[], parent=None, metadata=None, lock=lock,
+                    archiver.commit(paths=["again"], tags=[], parent=None, metadata=None,
                                     started=time.monotonic(), hostname=None)
             finally:
                 archiver.close()
@@ -211,7 +211,7 @@ def test_a_stale_backup_leaves_no_index_naming_packs_gc_deleted(fs_repo_url):
     data = os.urandom(700_000)
     with Repository.open(fs_repo_url, PASSWORD) as writer:
         lock = writer.lock("shared", "backup")
-        archiver = Archiver(writer)
+        archiver = Archiver(writer, lock=lock)
         archiver.add_stream(io.BytesIO(data), "a")
         archiver.finish_data()                               # packs uploaded, unindexed
         _make_stale(lock)
@@ -219,7 +219,7 @@ def test_a_stale_backup_leaves_no_index_naming_packs_gc_deleted(fs_repo_url):
             assert gc(other).orphan_packs >= 1               # nobody waited for the stale lock
         try:
             with pytest.raises(LockedError):
-                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, lock=lock,
+                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None,
                                 started=time.monotonic(), hostname=None)
         finally:
             archiver.close()
