@@ -248,7 +248,7 @@ class Archiver:
         else:                    # nothing stored is reused, so neither the index nor the plans matter
             self.exclude, known = frozenset(), Index()
         self.saver = BlobSaver(repo, known, workers=workers, compression=compression, exclude=self.exclude,
-                               before_index=lock.check_still_held)
+                               lock=lock)
         # Each large file in progress holds at most three buffers (cutting, queued, being read).
         self._buffers = BufferPool(repo.config.chunk_max + BUFFER_SIZE, 3 * file_threads)
         self._chunkers = threading.local()

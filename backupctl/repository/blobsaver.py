@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import zstandard
 
+from backupctl.errors import LockedError
 from backupctl.repository.index import Index, Packs, save_index
+from backupctl.repository.lock import Lock
 from backupctl.repository.pack import COMPRESSED, PackWriter, pack_buffer_size, pack_name
 
 # Store a chunk raw unless compression saves at least this fraction.
@@ -54,14 +56,12 @@ class PackBuffers:
 
 class BlobSaver:
     def __init__(self, repo, known: Index, workers: int = 2, compression: int | None = None, max_in_flight: int = 8,
-                 max_uploads: int = 2, exclude: frozenset[bytes] = frozenset(),
-                 before_index: Callable[[], None] = lambda: None) -> None:
+                 max_uploads: int = 2, exclude: frozenset[bytes] = frozenset(), lock: Lock | None = None) -> None:
         self.repo = repo
         self.key = repo.key
         self.known = known               # blobs stored already: reused, not stored again
         self.exclude = exclude           # blobs a gc plan will delete: never reuse them
-        # raises when the writer's lock may have looked stale: a gc may have deleted the packs as orphans
-        self.before_index = before_index
+        self.lock = lock                 # the writer's: checked around each index file
         self.level = repo.config.compression if compression is None else compression
         self.pack_size = repo.config.pack_size
         self.stats = SaveStats()
@@ -159,6 +159,16 @@ class BlobSaver:
         self._workers.shutdown(wait=True, cancel_futures=True)
         self._uploader.shutdown(wait=True, cancel_futures=True)
 
+    def _check_landed(self, name: str, packs: Packs) -> None:
+        """After an index write: if it took so long that the lock may have looked stale meanwhile,
+        and a pack it names is gone (a gc took it for an orphan), it must not stay."""
+        try:
+            self.lock.check_still_held()
+        except LockedError:
+            if not all(self.repo.store.exists(pack_name(p)) for p in packs):
+                self.repo.store.delete(name)
+            raise
+
     def commit_index(self) -> str | None:
         """Index the packs uploaded so far (they are durable), then forget them here.
 
@@ -169,8 +179,11 @@ class BlobSaver:
             packs, self.new_packs = self.new_packs, {}
         if not packs:
             return None
-        self.before_index()
+        if self.lock:   # a lock that may have looked stale: gc may have deleted these packs as orphans
+            self.lock.check_still_held()
         name = save_index(self.repo.store, self.key, packs)
+        if self.lock:
+            self._check_landed(name, packs)
         with self._lock:
             self.known.file_names.add(name)     # read, in effect: a reload finds nothing new in it
             for size, entries in packs.values():

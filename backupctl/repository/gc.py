@@ -97,6 +97,10 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
     with _gc_lock(repo) as lock:
         # Phase 2 first: plans whose waiting is over.
         plans = load_plans(repo)
+        for plan in (p for p in plans if not p.complete and not dry_run):
+            repo.store.delete(PLANS_PREFIX + plan.id)          # its gc died before it knew what to wait for
+            log(f"gc: dropped plan {plan.id[:8]}, left incomplete by a gc that stopped")
+        plans = [p for p in plans if p.complete]
         live = _live_lock_ids(repo, lock.info.id)
         ready = [p for p in plans if not set(p.wait_for) & live]
         waiting = [p for p in plans if p not in ready]
@@ -122,13 +126,13 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
             report.index_files_merged = _compact(repo, lock, log)
             return report
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
-                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[])
-        # Locks taken before the plan was visible may reuse doomed blobs: wait for them.
+                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[], complete=False)
+        # Locks taken before the plan was visible may reuse doomed blobs: wait for them. Until
+        # they are written the plan is incomplete, and a gc that finds it so drops it.
         lock.check_still_held()
         save_plan(repo, plan)
-        plan.wait_for = sorted(_live_lock_ids(repo, lock.info.id))
-        lock.check_still_held()
-        save_plan(repo, plan)
+        plan.wait_for, plan.complete = sorted(_live_lock_ids(repo, lock.info.id)), True
+        save_plan(repo, plan)     # only adds waits to a plan that is visible already: always safe
         if plan.wait_for:
             report.plans_waiting += 1
             report.waiting_for = sorted(set(report.waiting_for) | set(plan.wait_for))

@@ -35,6 +35,7 @@ from repo_plugins import Store
 LOCKS_PREFIX = "locks/"
 STALE_AFTER = 30 * 60
 REFRESH_EVERY = 5 * 60
+RETRY_REFRESH_AFTER = 30
 # A holder's lock is lost once its last written refresh is older than this: the rest of
 # STALE_AFTER is the margin for clock skew between hosts.
 SAFE_AGE_FRACTION = 0.5
@@ -66,10 +67,12 @@ class LockInfo:
             return True
         if self.hostname != socket.gethostname():
             return False
-        if self.boot_id and self.start_ticks:
-            if (self.boot_id, self.pid_namespace) != (_boot_id(), _pid_namespace()):
-                return False       # another boot or another container: the refresh time decides
-            return _start_ticks(self.pid) != self.start_ticks
+        if self.boot_id:
+            if not self.start_ticks or (self.boot_id, self.pid_namespace) != (_boot_id(), _pid_namespace()) \
+                    or not _proc_is_own():
+                return False       # another boot or container, or no way to tell: the refresh time decides
+            ticks = _start_ticks(self.pid)
+            return ticks == _GONE or ticks is not None and ticks != self.start_ticks
         try:                       # a lock without them (written elsewhere than Linux)
             return psutil.Process(self.pid).create_time() > self.created + 1
         except psutil.NoSuchProcess:
@@ -98,14 +101,34 @@ def _pid_namespace() -> int:
         return 0
 
 
+_GONE = -1
+
+
+def _proc_is_own() -> bool:
+    """Whether /proc shows this process's pid namespace (not the host's, seen from a container)."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
 def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (None: no such process)."""
+    """When process ``pid`` started, in clock ticks since boot; _GONE if there is no such process;
+    None if it cannot be told (hidden by hidepid, content not understood)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-    except OSError:
+        return int(stat[stat.rindex(b")") + 2:].split()[19])    # field 22; the name may hold spaces
+    except (ValueError, IndexError):
         return None
-    return int(stat[stat.rindex(b")") + 2:].split()[19])    # field 22; the name may hold spaces
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return _GONE
+        except OSError:             # EPERM: it exists, another user's, its /proc entry hidden
+            pass
+        return None
 
 
 _FIELDS = set(LockInfo.__dataclass_fields__)
@@ -143,9 +166,10 @@ class Lock:
         self.store, self.key = store, key
         now = time.time()
         boot_id = _boot_id()
+        ticks = _start_ticks(os.getpid()) if boot_id and _proc_is_own() else None
         self.info = LockInfo(kind, socket.gethostname(), os.getpid(), getpass.getuser(), now, now, purpose,
                              os.urandom(16).hex(), boot_id, _pid_namespace() if boot_id else 0,
-                             (_start_ticks(os.getpid()) or 0) if boot_id else 0)
+                             ticks if ticks and ticks > 0 else 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -177,13 +201,15 @@ class Lock:
         return self
 
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(REFRESH_EVERY):
+        wait = REFRESH_EVERY
+        while not self._stop.wait(wait):
             if self._may_look_stale():
                 return            # never revive it: a gc may have acted as if it were gone
             try:
                 self._write(time.time())
-            except Exception:     # a missed refresh is caught by check_still_held()
-                pass
+                wait = REFRESH_EVERY
+            except Exception:     # retried soon: a store outage of a few minutes must not lose it
+                wait = min(REFRESH_EVERY, RETRY_REFRESH_AFTER)
             if self._stop.is_set():                 # released while the write hung: it landed late
                 try:
                     self.store.delete(self.name)

@@ -20,10 +20,13 @@ class Plan:
     packs: list[str]          # hex pack ids to delete
     blobs: list[str]          # hex blob ids that disappear with them (unused at plan time)
     wait_for: list[str]       # lock ids held when the plan was written
+    # False while its gc has not yet written what it waits for (see gc.py): a plan left so by a
+    # gc that died or lost its lock is dropped, never executed
+    complete: bool = True
 
     def to_json(self) -> bytes:
         return json.dumps({"created": self.created, "packs": self.packs, "blobs": self.blobs,
-                           "wait_for": self.wait_for}).encode()
+                           "wait_for": self.wait_for, "complete": self.complete}).encode()
 
 
 def load_plans(repo) -> list[Plan]:

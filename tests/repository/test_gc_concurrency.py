@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
+import pytest
+
 from backupctl.repository import Repository
-from backupctl.repository.backup import Archiver, _sources, backup_paths
+from backupctl.repository import lock as lock_module
+from backupctl.repository.backup import Archiver, _sources, backup_paths, backup_stream
 from backupctl.repository.check import check_repository
 from backupctl.repository.gc import gc
 from backupctl.repository.plan import load_plans
@@ -243,3 +247,100 @@ def test_a_push_running_while_the_plan_is_written(fs_repo_url, tmp_path):
     with Repository.open(fs_repo_url, PASSWORD) as repo:
         assert gc(repo).plans_executed == 1
     _restores(fs_repo_url, new.id, "b", data)
+
+
+def test_a_gc_refused_between_its_plan_writes_leaves_no_plan_that_skips_running_backups(fs_repo_url, monkeypatch):
+    """gc writes the plan, then again with the locks it must wait for. A lock check between the two
+    (the first write slow) left a plan waiting for nobody: the next gc executed it at once, under a
+    backup that was running when the plan was written (it read no plan, so it reused doomed
+    blobs). The second write only adds waits, so it is never refused (from a review)."""
+    clock = types.SimpleNamespace(now=time.time())
+    monkeypatch.setattr(lock_module, "time", types.SimpleNamespace(time=lambda: clock.now))
+    data = _pushed_then_forgotten_stream(fs_repo_url)
+    with Repository.open(fs_repo_url, PASSWORD) as writer, writer.lock("shared", "backup") as backup_lock:
+        archiver = Archiver(writer, lock=backup_lock)                  # no plan yet: nothing excluded
+        try:
+            with Repository.open(fs_repo_url, PASSWORD) as first:
+                real = first.store
+
+                class SlowPlanWrite:
+                    def put(self, name, body):
+                        if name.startswith("gc/") and not list(real.list("gc/")):
+                            for _ in range(2):                         # the first plan write is slow;
+                                clock.now += 8 * 60                    # the backup's refreshes work
+                                backup_lock._write(clock.now)
+                        return real.put(name, body)
+
+                    def __getattr__(self, attr):
+                        return getattr(real, attr)
+
+                first.store = SlowPlanWrite()
+                try:
+                    gc(first)
+                except lock_module.LockedError:
+                    pass
+                first.store = real
+            assert [p.wait_for for p in load_plans(writer)] == [[backup_lock.info.id]]
+            archiver.add_stream(io.BytesIO(data), "again")             # reuses the doomed blobs
+            archiver.finish_data()
+            with Repository.open(fs_repo_url, PASSWORD) as second:
+                gc(second)                                             # backup_lock is live
+            archiver.commit(paths=["again"], tags=[], parent=None, metadata=None, started=time.monotonic(),
+                            hostname=None)
+        finally:
+            archiver.close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        result = check_repository(repo)
+        assert result.ok, result.errors
+
+
+class _SecondPlanWriteFails:
+    """gc dies after its plan's first write, before it wrote what the plan waits for."""
+
+    def __init__(self, store) -> None:
+        self._store, self.plan_writes = store, 0
+
+    def put(self, name, body):
+        if name.startswith("gc/"):
+            self.plan_writes += 1
+            if self.plan_writes == 2:
+                raise OSError("injected: the gc process died here")
+        return self._store.put(name, body)
+
+    def __getattr__(self, attr):
+        return getattr(self._store, attr)
+
+
+def test_a_plan_whose_gc_died_before_writing_its_waits_is_dropped_not_executed(fs_repo_url):
+    data = _pushed_then_forgotten_stream(fs_repo_url)
+    with Repository.open(fs_repo_url, PASSWORD) as writer, writer.lock("shared", "backup") as backup_lock:
+        archiver = Archiver(writer, lock=backup_lock)                  # started before the plan: reuses
+        try:
+            with Repository.open(fs_repo_url, PASSWORD) as first:
+                first.store = _SecondPlanWriteFails(first.store)
+                with pytest.raises(OSError):
+                    gc(first)
+            [left] = load_plans(writer)
+            assert not left.complete and left.wait_for == []
+            archiver.add_stream(io.BytesIO(data), "again")
+            archiver.finish_data()
+            with Repository.open(fs_repo_url, PASSWORD) as second:
+                report = gc(second)                                    # drops it; plans again, waiting
+                assert report.plans_executed == 0 and report.packs_deleted == 0
+            again = archiver.commit(paths=["again"], tags=[], parent=None, metadata=None,
+                                    started=time.monotonic(), hostname=None)
+        finally:
+            archiver.close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        gc(repo)
+        out = io.BytesIO()
+        restore_stream(repo, again, out)
+        assert out.getvalue() == data and check_repository(repo, read_data=True).ok
+
+
+def _pushed_then_forgotten_stream(url: str) -> bytes:
+    Repository.init(url, PASSWORD).close()
+    data = os.urandom(700_000)
+    with Repository.open(url, PASSWORD) as repo:
+        repo.forget(backup_stream(repo, io.BytesIO(data), "old"))      # its blobs are unused now
+    return data

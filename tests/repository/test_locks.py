@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
@@ -20,10 +21,12 @@ from backupctl.repository import lock as lock_module
 from backupctl.repository.backup import Archiver, backup_paths, backup_stream
 from backupctl.repository.check import check_repository
 from backupctl.repository.gc import gc
-from backupctl.repository.lock import Lock, list_locks
+from backupctl.repository.lock import Lock, LockInfo, list_locks
 from backupctl.repository.plan import load_plans
 from tests.conftest import PASSWORD
 from tests.helpers import write_random
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_exclusive_lock_conflicts_with_a_running_backup(fs_repo_url):
@@ -301,3 +304,188 @@ def test_check_still_held_leaves_a_margin_for_clock_skew(fs_repo_url):
             lock.check_still_held()
     finally:
         lock.release()
+
+
+# From a fourth review: a store outage of a few minutes, an index write that lands late, and
+# same-host liveness in a pid namespace, under hidepid, and with /proc content not understood.
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+class _Ticking:
+    """A stop event whose wait(t) moves the fake clock by t, until ``until``."""
+
+    def __init__(self, clock: _Clock, until: float) -> None:
+        self.clock, self.until, self.stopped = clock, until, False
+
+    def wait(self, timeout) -> bool:
+        self.clock.now += timeout
+        return self.stopped or self.clock.now >= self.until
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+
+def test_a_six_minute_store_outage_does_not_lose_a_long_backups_lock(fs_repo_url, monkeypatch):
+    """Refreshed at T0; the store refuses writes from T0+4.9 to T0+11 (each refused write takes
+    30 s: a timeout). With a retry only every REFRESH_EVERY the third try came at T0+16, past
+    SAFE_AGE, and the lock was lost for good: a failed refresh is retried after 30 s."""
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    clock = _Clock()
+    monkeypatch.setattr(lock_module, "time", types.SimpleNamespace(time=clock.time))
+    t0 = clock.now
+    lock = Lock(repo.store, repo.key, "shared", "backup")
+    lock._write(lock.info.refreshed)
+
+    class Outage:
+        def put(self, name, data):
+            if t0 + 4.9 * MIN <= clock.now <= t0 + 11 * MIN:
+                clock.now += 30
+                raise OSError("503 Slow Down")
+            return repo.store.put(name, data)
+
+        def __getattr__(self, attr):
+            return getattr(repo.store, attr)
+
+    lock.store = Outage()
+    lock._stop = _Ticking(clock, until=t0 + 40 * MIN)
+    lock._refresh_loop()
+    lock.store = repo.store
+    lock.check_still_held()          # the store is back for half an hour: the lock should be held
+
+
+def test_an_index_write_that_lands_late_is_not_left_naming_packs_gc_deleted(fs_repo_url, monkeypatch):
+    """check_still_held passes at T0+14 (refreshes failing); the index put then hangs until T0+31
+    (an NFS server away, a stuck connection). Meanwhile a gc judges the lock stale and deletes the
+    backup's unindexed packs. The index lands; commit then refuses the snapshot, but the index
+    naming deleted packs must not stay: the next backup would dedup against it."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    clock = _Clock()
+    monkeypatch.setattr(lock_module, "time", types.SimpleNamespace(time=clock.time))
+    t0 = clock.now
+    data = os.urandom(700_000)
+    with Repository.open(fs_repo_url, PASSWORD) as writer:
+        lock = Lock(writer.store, writer.key, "shared", "backup")
+        lock._write(lock.info.refreshed)                     # acquired; its refreshes now fail
+        archiver = Archiver(writer, lock=lock)
+        archiver.add_stream(io.BytesIO(data), "a")
+        archiver.finish_data()                               # packs uploaded, unindexed
+        real = writer.store
+
+        class SlowIndexWrites:
+            def put(self, name, body):
+                if name.startswith("index/"):
+                    clock.now = t0 + 31 * MIN                # the write hangs...
+                    with Repository.open(fs_repo_url, PASSWORD) as other:
+                        assert gc(other).orphan_packs >= 1   # ...a gc deletes the unindexed packs
+                return real.put(name, body)                  # ...and it lands
+
+            def __getattr__(self, attr):
+                return getattr(real, attr)
+
+        writer.store = SlowIndexWrites()
+        clock.now = t0 + 14 * MIN
+        try:
+            with pytest.raises(LockedError):
+                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, started=time.monotonic(),
+                                hostname=None)
+        finally:
+            writer.store = real
+            archiver.close()
+            lock.release()
+    clock.now = time.time() + 40 * MIN
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        result = check_repository(repo)
+        assert result.ok, result.errors                      # an index names deleted packs
+        backup_stream(repo, io.BytesIO(data), "b")
+
+
+def test_a_holder_in_a_pid_namespace_that_sees_the_hosts_proc_is_not_judged_stale(fs_repo_url):
+    """``unshare -pf`` without --mount-proc (or a sandbox bind-mounting the host's /proc): the
+    holder's os.getpid() is a pid of its namespace, /proc is the host's. _start_ticks(getpid())
+    reads another process (or none); the psutil rule looked the namespace pid up in the host's
+    /proc: the live lock was stale at once. Such a lock is judged by its refresh time alone."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        from backupctl.repository import Repository
+        repo = Repository.open({fs_repo_url!r}, {PASSWORD!r})
+        while True:                       # a holder whose namespace pid no host process has
+            pid = os.fork()
+            if pid == 0:
+                if os.path.exists(f"/proc/{{os.getpid()}}"):
+                    os._exit(3)
+                repo.lock("shared", "backup")
+                print("held", os.getpid(), flush=True)
+                time.sleep(60)
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 3:
+                break
+    """)
+    proc = subprocess.Popen(["unshare", "-pf", sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        line = proc.stdout.readline().split()
+        assert line and line[0] == b"held"
+        repo = Repository.open(fs_repo_url, PASSWORD)
+        [info] = list_locks(repo.store, repo.key)
+        assert not info.is_stale(), f"a live lock judged stale: {info}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_lock_of_another_user_on_a_hidepid_host_is_not_judged_stale(fs_repo_url):
+    """/proc mounted hidepid=2 (a common hardening): another user's /proc/PID is invisible, so a
+    gc run by an unprivileged user judges root's running backup stale (its unindexed packs are
+    orphans to that gc). os.kill(pid, 0) would say EPERM: the process exists."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    judge = ("import json, sys; from backupctl.repository.lock import LockInfo; "
+             "print(LockInfo(**json.load(sys.stdin)).is_stale())")
+    holder = textwrap.dedent(f"""
+        import dataclasses, json, subprocess, sys
+        from backupctl.repository import Repository
+        from backupctl.repository.lock import list_locks
+        repo = Repository.open({fs_repo_url!r}, {PASSWORD!r})
+        lock = repo.lock("shared", "backup")
+        [info] = list_locks(repo.store, repo.key)
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-c", {judge!r}], input=json.dumps(dataclasses.asdict(info)),
+                             capture_output=True, text=True)
+        print(out.stdout.strip() or out.stderr)
+        lock.release()
+    """)
+    script = f"mount -o remount,hidepid=2 /proc && exec {sys.executable} -c {_sh_quote(holder)}"
+    out = subprocess.run(["unshare", "-pfm", "--mount-proc", "sh", "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
+    assert out.stdout.strip() == "False", (out.stdout, out.stderr)
+
+
+def _sh_quote(s: str) -> str:
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def test_unexpected_proc_stat_content_does_not_escape_as_an_exception(monkeypatch):
+    """Content _start_ticks does not expect (a sandbox's /proc, a read cut short) must not raise out
+    of is_stale (gc, 'repo locks') or Lock()."""
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if str(path).startswith("/proc/") and str(path).endswith("/stat"):
+            return io.BytesIO(b"")
+        return real_open(path, *args, **kwargs)
+
+    me = lock_module._start_ticks(os.getpid())
+    info = LockInfo("shared", lock_module.socket.gethostname(), os.getpid(), "u", 0.0, 0.0, "backup", "x",
+                    lock_module._boot_id(), lock_module._pid_namespace(), me)
+    info.created = info.refreshed = lock_module.time.time()
+    monkeypatch.setattr(lock_module, "open", fake_open, raising=False)
+    assert not info.is_stale()                        # cannot tell: the refresh time decides
