@@ -159,14 +159,14 @@ class BlobSaver:
         self._workers.shutdown(wait=True, cancel_futures=True)
         self._uploader.shutdown(wait=True, cancel_futures=True)
 
-    def _check_landed(self, name: str, packs: Packs) -> None:
-        """After an index write: if it took so long that the lock may have looked stale meanwhile,
-        and a pack it names is gone (a gc took it for an orphan), it must not stay."""
+    def _check_landed(self, name: str) -> None:
+        """After an index write: if it took so long that the lock may have looked stale meanwhile, a
+        gc may have taken its packs for orphans and be deleting them; the file must not stay. (No
+        snapshot will use its packs: this backup fails.)"""
         try:
             self.lock.check_still_held()
         except LockedError:
-            if not all(self.repo.store.exists(pack_name(p)) for p in packs):
-                self.repo.store.delete(name)
+            self.repo.store.delete(name)
             raise
 
     def commit_index(self) -> str | None:
@@ -183,7 +183,7 @@ class BlobSaver:
             self.lock.check_still_held()
         name = save_index(self.repo.store, self.key, packs)
         if self.lock:
-            self._check_landed(name, packs)
+            self._check_landed(name)
         with self._lock:
             self.known.file_names.add(name)     # read, in effect: a reload finds nothing new in it
             for size, entries in packs.values():

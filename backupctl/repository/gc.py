@@ -108,14 +108,14 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         if ready and not dry_run:
             used_now = used.refresh()
             repo.reload_index()
-            _execute(repo, lock, ready, used_now, report, log)
+            _execute(repo, lock, ready, used_now, report, log, keep=_packs_of(waiting))
         if not dry_run and hasattr(repo.store, "remove_stale_temporaries"):
             repo.store.remove_stale_temporaries()
         report.plans_waiting = len(waiting)
         report.waiting_for = sorted({w for p in waiting for w in p.wait_for} & live)
 
         # Phase 1: a new plan from the current state.
-        in_plans = {bytes.fromhex(p) for plan in waiting for p in plan.packs}
+        in_plans = _packs_of(waiting)
         used_now = used.refresh()
         index = repo.reload_index()
         doomed, doomed_blobs = _choose_packs(repo, lock, index, used_now, in_plans, repack_threshold, report,
@@ -132,7 +132,12 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         lock.check_still_held()
         save_plan(repo, plan)
         plan.wait_for, plan.complete = sorted(_live_lock_ids(repo, lock.info.id)), True
-        save_plan(repo, plan)     # only adds waits to a plan that is visible already: always safe
+        save_plan(repo, plan)     # only adds waits to a plan that is visible already
+        try:
+            lock.check_still_held()
+        except LockedError:       # the write may have landed after another gc dropped the plan as incomplete
+            repo.store.delete(PLANS_PREFIX + plan.id)
+            raise
         if plan.wait_for:
             report.plans_waiting += 1
             report.waiting_for = sorted(set(report.waiting_for) | set(plan.wait_for))
@@ -140,8 +145,12 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
             return report
         used_now = used.refresh()
         repo.reload_index()
-        _execute(repo, lock, [plan], used_now, report, log)
+        _execute(repo, lock, [plan], used_now, report, log, keep=in_plans)
     return report
+
+
+def _packs_of(plans: list[Plan]) -> set[bytes]:
+    return {bytes.fromhex(p) for plan in plans for p in plan.packs}
 
 
 def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float,
@@ -233,7 +242,8 @@ def _gc_lock(repo) -> Lock:
             time.sleep(0.5)
 
 
-def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcReport, log) -> None:
+def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcReport, log,
+             keep: set[bytes] = frozenset()) -> None:
     """Delete the planned packs nothing needs any more.
 
     Crash-safe order: first an index without those packs (superseding every index file
@@ -243,7 +253,9 @@ def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcRe
     """
     index = repo.index
     by_pack = index.entries_by_pack()
-    planned = {bytes.fromhex(p) for plan in plans for p in plan.packs}
+    # packs a plan still waiting names too wait with it (a plan of a gc whose lock went stale can
+    # name the packs another gc planned again, for a backup it did not wait for)
+    planned = _packs_of(plans) - keep
     locations: dict[bytes, set[bytes]] = {}
     for pack_id, entries in by_pack.items():
         for e in entries:

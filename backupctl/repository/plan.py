@@ -29,6 +29,9 @@ class Plan:
                            "wait_for": self.wait_for, "complete": self.complete}).encode()
 
 
+_FIELDS = set(Plan.__dataclass_fields__) - {"id"}     # a later version's plan reads too
+
+
 def load_plans(repo) -> list[Plan]:
     plans = []
     for name, _ in repo.store.list(PLANS_PREFIX):
@@ -36,7 +39,7 @@ def load_plans(repo) -> list[Plan]:
             d = json.loads(repo.key.decrypt(repo.store.get(name), _AAD, f"gc plan {name}"))
         except FileNotFoundError:
             continue
-        plans.append(Plan(id=name[len(PLANS_PREFIX):], **d))
+        plans.append(Plan(id=name[len(PLANS_PREFIX):], **{k: v for k, v in d.items() if k in _FIELDS}))
     return plans
 
 

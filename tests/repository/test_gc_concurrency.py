@@ -280,7 +280,7 @@ def test_a_gc_refused_between_its_plan_writes_leaves_no_plan_that_skips_running_
                 except lock_module.LockedError:
                     pass
                 first.store = real
-            assert [p.wait_for for p in load_plans(writer)] == [[backup_lock.info.id]]
+            assert all(backup_lock.info.id in p.wait_for for p in load_plans(writer))  # none left waiting for none
             archiver.add_stream(io.BytesIO(data), "again")             # reuses the doomed blobs
             archiver.finish_data()
             with Repository.open(fs_repo_url, PASSWORD) as second:
@@ -344,3 +344,64 @@ def _pushed_then_forgotten_stream(url: str) -> bytes:
     with Repository.open(url, PASSWORD) as repo:
         repo.forget(backup_stream(repo, io.BytesIO(data), "old"))      # its blobs are unused now
     return data
+
+
+class _Wrap:
+    def __init__(self, store, on_plan_put) -> None:
+        self._store, self._on, self.plan_writes = store, on_plan_put, 0
+
+    def put(self, name, body):
+        if name.startswith("gc/"):
+            self.plan_writes += 1
+            self._on(self.plan_writes)
+        return self._store.put(name, body)
+
+    def __getattr__(self, attr):
+        return getattr(self._store, attr)
+
+
+def test_a_late_second_plan_write_does_not_resurrect_a_dropped_plan_without_waits(fs_repo_url, monkeypatch):
+    """gc A writes its plan (incomplete), lists locks (none), then its second write hangs past
+    STALE_AFTER. gc B drops the incomplete plan and re-plans the same packs; backup X starts after
+    the drop, before B's plan is visible (reads no plan, reuses the doomed blobs); B's plan waits
+    for X. A's second write lands: A's plan would be back, complete, waiting for nobody, and gc C
+    would execute it under X. A deletes it (its lock is lost), and C keeps the packs a waiting
+    plan names (from a fifth review)."""
+    clock = types.SimpleNamespace(now=time.time())
+    monkeypatch.setattr(lock_module, "time", types.SimpleNamespace(time=lambda: clock.now))
+    data = _pushed_then_forgotten_stream(fs_repo_url)
+    x = {}
+
+    def start_x(n):
+        if n == 1:     # B's first plan write: A's plan dropped, B's not yet visible
+            x["repo"] = Repository.open(fs_repo_url, PASSWORD)
+            x["lock"] = x["repo"].lock("shared", "backup")
+            x["archiver"] = Archiver(x["repo"], lock=x["lock"])
+
+    def a_hangs(n):
+        if n == 2:     # A's second write hangs; meanwhile gc B runs
+            clock.now += 31 * 60
+            with Repository.open(fs_repo_url, PASSWORD) as b:
+                b.store = _Wrap(b.store, start_x)
+                assert gc(b).plans_waiting == 1
+
+    with Repository.open(fs_repo_url, PASSWORD) as a:
+        a.store = _Wrap(a.store, a_hangs)
+        with pytest.raises(lock_module.LockedError):
+            gc(a)
+    archiver = x["archiver"]
+    try:
+        assert [p.wait_for for p in load_plans(x["repo"])] == [[x["lock"].info.id]]    # A's is gone
+        archiver.add_stream(io.BytesIO(data), "again")     # reuses the doomed blobs: X read no plan
+        archiver.finish_data()
+        with Repository.open(fs_repo_url, PASSWORD) as c:
+            gc(c)                                          # X is live
+        archiver.commit(paths=["again"], tags=[], parent=None, metadata=None, started=time.monotonic(),
+                        hostname=None)
+    finally:
+        archiver.close()
+        x["lock"].release()
+        x["repo"].close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        result = check_repository(repo)
+        assert result.ok, result.errors

@@ -489,3 +489,76 @@ def test_unexpected_proc_stat_content_does_not_escape_as_an_exception(monkeypatc
     info.created = info.refreshed = lock_module.time.time()
     monkeypatch.setattr(lock_module, "open", fake_open, raising=False)
     assert not info.is_stale()                        # cannot tell: the refresh time decides
+
+
+def test_a_late_index_is_not_kept_naming_packs_a_running_gc_is_about_to_delete(fs_repo_url, monkeypatch):
+    """The index put hangs past STALE_AFTER; gc B judges the lock stale, plans the backup's packs
+    as orphans (no waits), reloads the index (the late file not there yet) and writes its
+    consolidated index. The late index lands now, every pack still there; B then deletes them.
+    Kept, the index would name deleted packs: a late index is deleted whatever it names (from a
+    fifth review)."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    clock = types.SimpleNamespace(now=time.time())
+    monkeypatch.setattr(lock_module, "time", types.SimpleNamespace(time=lambda: clock.now))
+    t0 = clock.now
+    ready, go = threading.Event(), threading.Event()
+    errors = []
+
+    def run_gc():
+        try:
+            with Repository.open(fs_repo_url, PASSWORD) as other:
+                real_b = other.store
+
+                class PauseBeforePackDelete:
+                    def delete(self, name):
+                        if name.startswith("data/") and not ready.is_set():
+                            ready.set()
+                            go.wait(30)
+                        return real_b.delete(name)
+
+                    def __getattr__(self, attr):
+                        return getattr(real_b, attr)
+
+                other.store = PauseBeforePackDelete()
+                gc(other)
+        except Exception as exc:
+            errors.append(exc)
+            ready.set()
+
+    with Repository.open(fs_repo_url, PASSWORD) as writer:
+        lock = Lock(writer.store, writer.key, "shared", "backup")
+        lock._write(lock.info.refreshed)
+        archiver = Archiver(writer, lock=lock)
+        archiver.add_stream(io.BytesIO(os.urandom(700_000)), "a")
+        archiver.finish_data()
+        real = writer.store
+        thread = threading.Thread(target=run_gc)
+
+        class SlowIndexWrites:
+            def put(self, name, body):
+                if name.startswith("index/"):
+                    clock.now = t0 + 31 * MIN
+                    thread.start()
+                    ready.wait(30)               # gc B is about to delete the packs
+                return real.put(name, body)      # the late index lands
+
+            def __getattr__(self, attr):
+                return getattr(real, attr)
+
+        writer.store = SlowIndexWrites()
+        clock.now = t0 + 14 * MIN
+        try:
+            with pytest.raises(LockedError):
+                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, started=time.monotonic(),
+                                hostname=None)
+        finally:
+            go.set()
+            if thread.is_alive() or thread.ident:
+                thread.join(30)
+            writer.store = real
+            archiver.close()
+            lock.release()
+    assert not errors, errors
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        result = check_repository(repo)
+        assert result.ok, result.errors
