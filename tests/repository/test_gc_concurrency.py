@@ -281,12 +281,7 @@ def test_a_gc_refused_between_its_plan_writes_leaves_no_plan_that_skips_running_
                     pass
                 first.store = real
             assert all(backup_lock.info.id in p.wait_for for p in load_plans(writer))  # none left waiting for none
-            archiver.add_stream(io.BytesIO(data), "again")             # reuses the doomed blobs
-            archiver.finish_data()
-            with Repository.open(fs_repo_url, PASSWORD) as second:
-                gc(second)                                             # backup_lock is live
-            archiver.commit(paths=["again"], tags=[], parent=None, metadata=None, started=time.monotonic(),
-                            hostname=None)
+            _reuse_beside_a_gc_then_commit(archiver, data, fs_repo_url)
         finally:
             archiver.close()
     with Repository.open(fs_repo_url, PASSWORD) as repo:
@@ -322,13 +317,8 @@ def test_a_plan_whose_gc_died_before_writing_its_waits_is_dropped_not_executed(f
                     gc(first)
             [left] = load_plans(writer)
             assert not left.complete and left.wait_for == []
-            archiver.add_stream(io.BytesIO(data), "again")
-            archiver.finish_data()
-            with Repository.open(fs_repo_url, PASSWORD) as second:
-                report = gc(second)                                    # drops it; plans again, waiting
-                assert report.plans_executed == 0 and report.packs_deleted == 0
-            again = archiver.commit(paths=["again"], tags=[], parent=None, metadata=None,
-                                    started=time.monotonic(), hostname=None)
+            again, report = _reuse_beside_a_gc_then_commit(archiver, data, fs_repo_url)
+            assert report.plans_executed == 0 and report.packs_deleted == 0   # dropped it; planned again
         finally:
             archiver.close()
     with Repository.open(fs_repo_url, PASSWORD) as repo:
@@ -392,12 +382,7 @@ def test_a_late_second_plan_write_does_not_resurrect_a_dropped_plan_without_wait
     archiver = x["archiver"]
     try:
         assert [p.wait_for for p in load_plans(x["repo"])] == [[x["lock"].info.id]]    # A's is gone
-        archiver.add_stream(io.BytesIO(data), "again")     # reuses the doomed blobs: X read no plan
-        archiver.finish_data()
-        with Repository.open(fs_repo_url, PASSWORD) as c:
-            gc(c)                                          # X is live
-        archiver.commit(paths=["again"], tags=[], parent=None, metadata=None, started=time.monotonic(),
-                        hostname=None)
+        _reuse_beside_a_gc_then_commit(archiver, data, fs_repo_url)       # X read no plan
     finally:
         archiver.close()
         x["lock"].release()
@@ -405,3 +390,14 @@ def test_a_late_second_plan_write_does_not_resurrect_a_dropped_plan_without_wait
     with Repository.open(fs_repo_url, PASSWORD) as repo:
         result = check_repository(repo)
         assert result.ok, result.errors
+
+
+def _reuse_beside_a_gc_then_commit(archiver, data: bytes, url: str):
+    """The running backup stores ``data`` again (reusing the doomed blobs: it read no plan), a gc
+    runs while it is live, then it commits; the snapshot and that gc's report."""
+    archiver.add_stream(io.BytesIO(data), "again")
+    archiver.finish_data()
+    with Repository.open(url, PASSWORD) as repo:
+        report = gc(repo)
+    return archiver.commit(paths=["again"], tags=[], parent=None, metadata=None, started=time.monotonic(),
+                           hostname=None), report

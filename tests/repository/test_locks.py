@@ -361,6 +361,30 @@ def test_a_six_minute_store_outage_does_not_lose_a_long_backups_lock(fs_repo_url
     lock.check_still_held()          # the store is back for half an hour: the lock should be held
 
 
+class _LateIndexWrite:
+    """The store, its first index write hanging until the clock reads ``lands_at``, ``meanwhile``
+    running while it hangs; then it lands."""
+
+    def __init__(self, store, clock, lands_at: float, meanwhile) -> None:
+        self._store, self._clock, self._lands_at, self._meanwhile = store, clock, lands_at, meanwhile
+        self._done = False
+
+    def put(self, name, body):
+        if name.startswith("index/") and not self._done:
+            self._done = True
+            self._clock.now = self._lands_at
+            self._meanwhile()
+        return self._store.put(name, body)
+
+    def __getattr__(self, attr):
+        return getattr(self._store, attr)
+
+
+def _refused_commit(archiver) -> None:
+    with pytest.raises(LockedError):
+        archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, started=time.monotonic(), hostname=None)
+
+
 def test_an_index_write_that_lands_late_is_not_left_naming_packs_gc_deleted(fs_repo_url, monkeypatch):
     """check_still_held passes at T0+14 (refreshes failing); the index put then hangs until T0+31
     (an NFS server away, a stuck connection). Meanwhile a gc judges the lock stale and deletes the
@@ -379,23 +403,14 @@ def test_an_index_write_that_lands_late_is_not_left_naming_packs_gc_deleted(fs_r
         archiver.finish_data()                               # packs uploaded, unindexed
         real = writer.store
 
-        class SlowIndexWrites:
-            def put(self, name, body):
-                if name.startswith("index/"):
-                    clock.now = t0 + 31 * MIN                # the write hangs...
-                    with Repository.open(fs_repo_url, PASSWORD) as other:
-                        assert gc(other).orphan_packs >= 1   # ...a gc deletes the unindexed packs
-                return real.put(name, body)                  # ...and it lands
+        def gc_meanwhile():
+            with Repository.open(fs_repo_url, PASSWORD) as other:
+                assert gc(other).orphan_packs >= 1           # a gc deletes the unindexed packs
 
-            def __getattr__(self, attr):
-                return getattr(real, attr)
-
-        writer.store = SlowIndexWrites()
+        writer.store = _LateIndexWrite(real, clock, t0 + 31 * MIN, gc_meanwhile)
         clock.now = t0 + 14 * MIN
         try:
-            with pytest.raises(LockedError):
-                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, started=time.monotonic(),
-                                hostname=None)
+            _refused_commit(archiver)
         finally:
             writer.store = real
             archiver.close()
@@ -430,8 +445,9 @@ def test_a_holder_in_a_pid_namespace_that_sees_the_hosts_proc_is_not_judged_stal
             if os.waitstatus_to_exitcode(status) != 3:
                 break
     """)
-    proc = subprocess.Popen(["unshare", "-pf", sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    # --kill-child: the namespace and its processes end with unshare
+    proc = subprocess.Popen(["unshare", "-pf", "--kill-child", sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     try:
         line = proc.stdout.readline().split()
         assert line and line[0] == b"held"
@@ -534,23 +550,14 @@ def test_a_late_index_is_not_kept_naming_packs_a_running_gc_is_about_to_delete(f
         real = writer.store
         thread = threading.Thread(target=run_gc)
 
-        class SlowIndexWrites:
-            def put(self, name, body):
-                if name.startswith("index/"):
-                    clock.now = t0 + 31 * MIN
-                    thread.start()
-                    ready.wait(30)               # gc B is about to delete the packs
-                return real.put(name, body)      # the late index lands
+        def gc_about_to_delete():
+            thread.start()
+            ready.wait(30)                       # gc B is about to delete the packs
 
-            def __getattr__(self, attr):
-                return getattr(real, attr)
-
-        writer.store = SlowIndexWrites()
+        writer.store = _LateIndexWrite(real, clock, t0 + 31 * MIN, gc_about_to_delete)
         clock.now = t0 + 14 * MIN
         try:
-            with pytest.raises(LockedError):
-                archiver.commit(paths=["a"], tags=[], parent=None, metadata=None, started=time.monotonic(),
-                                hostname=None)
+            _refused_commit(archiver)
         finally:
             go.set()
             if thread.is_alive() or thread.ident:
