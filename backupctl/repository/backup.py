@@ -459,7 +459,7 @@ def backup_paths(repo: Repository, paths: list[str], *, tags: list[str] | tuple 
     ``fixed_chunks`` lets it cut files of fixed-size pages at fixed offsets.
 
     ``reuse_stored=False`` (no parent): store every chunk, without reading the repository's index, for
-    data that never repeats what is stored (WAL): its cost then does not grow with the repository."""
+    data that hardly ever repeats what is stored (WAL): its cost then does not grow with the repository."""
     if not reuse_stored and parent is not None:
         raise ValueError("a backup that reuses nothing stored has no parent")
     sources = _sources(paths)

@@ -21,9 +21,13 @@ between gcs the files would pile up: a server archiving a segment a minute leave
 day. Past ``MAX_INDEX_FILES`` a writer merges them (``compact_index``) under the ``gc`` lock,
 so never beside a gc's execution, whose consolidated index must supersede every file naming
 a pack it deletes. It merges all but the largest file (gc's consolidated index, as a rule),
-so a merge costs what was added since the last gc, not the whole index; it keeps every pack,
-and it follows the crash-safe order: the merged file, naming what it supersedes, then the
-old files.
+so a merge decodes and writes what was added since the last gc (of the largest it reads only
+the list of files it supersedes, though it downloads it whole); it keeps every pack, and it
+follows the crash-safe order: the merged file, naming what it supersedes, then the old files.
+
+A blob stored in several packs (store-everything backups, wal-push, store what exists
+already) is kept in one copy, the one the index reads; the others are reclaimed with their
+packs and never repacked.
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         if dry_run:
             return report
         if not doomed:
-            report.index_files_merged = _compact(repo, lock, log)
+            report.index_files_merged += _compact(repo, lock, log)
             return report
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
                     blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[], complete=False)
@@ -145,8 +149,15 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
             return report
         used_now = used.refresh()
         repo.reload_index()
-        _execute(repo, lock, [plan], used_now, report, log, keep=in_plans)
+        _execute(repo, lock, [plan], used_now, report, log)
     return report
+
+
+def _kept_copy(e: BlobEntry, used: set[bytes], index: Index) -> bool:
+    """Whether gc keeps this entry: a used blob, in the one copy the index reads (a blob stored in
+    several packs, as store-everything backups leave, keeps one copy; the others are reclaimed,
+    not repacked again and again)."""
+    return e.id in used and index.blobs[e.id].pack == e.pack
 
 
 def _packs_of(plans: list[Plan]) -> set[bytes]:
@@ -163,7 +174,7 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
     for pack_id, entries in by_pack.items():
         if pack_id in skip:
             continue
-        unused = [e for e in entries if e.id not in used]
+        unused = [e for e in entries if not _kept_copy(e, used, index)]
         report.unused_blobs += len(unused)
         if not unused:
             continue
@@ -176,7 +187,7 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
             doomed.add(pack_id)
         else:
             continue
-        doomed_blobs.update(e.id for e in unused)
+        doomed_blobs.update(e.id for e in unused if e.id not in used)   # a spare copy's blob stays
     # Packs no index lists: a backup was killed, or is still writing (the plan waits for it).
     indexed = {pack_name(p) for p in index.packs}
     for name, _size in repo.store.list("data/"):
@@ -210,7 +221,7 @@ def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEn
     for pack_id, entries in packs:
         data = repo.store.get(pack_name(pack_id))
         for e in entries:
-            if e.id not in used:
+            if not _kept_copy(e, used, index):
                 continue
             sealed = data[e.offset:e.offset + e.length]
             repo.open_blob(e, sealed)  # never copy damage forward
@@ -239,7 +250,7 @@ def _gc_lock(repo) -> Lock:
                           for lk in list_locks(repo.store, repo.key))
             if not merging or time.monotonic() > deadline:
                 raise
-            time.sleep(0.5)
+            time.sleep(2)
 
 
 def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcReport, log,
@@ -279,6 +290,7 @@ def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcRe
     old_files = sorted(index.file_names)
     remaining = {p: (index.packs[p], es) for p, es in by_pack.items() if p not in doomed}
     save_index(repo.store, repo.key, remaining, supersedes=old_files)
+    report.index_files_merged += len(old_files)
     for pack_id in doomed:
         name = pack_name(pack_id)
         try:

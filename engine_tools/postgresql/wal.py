@@ -230,8 +230,9 @@ def _archive(repo: Repository, paths: list[str], entries: list[dict[str, Any]], 
     cached listing."""
     meta = {ARCHIVE_KEY: {"format": FORMAT, "cluster": cluster, "org": org, "files": entries,
                           "system_identifier": system, "segment_size": segment_size}}
-    # WAL never repeats stored chunks (a zeroed tail compresses to nothing anyway): storing it without
-    # reading the index keeps a push's cost independent of the repository's size.
+    # WAL hardly ever repeats stored chunks (a zeroed tail compresses to nothing anyway, and gc keeps
+    # one copy of a chunk stored twice): storing it without reading the index keeps a push's cost
+    # independent of the repository's size.
     snap = backup_paths(repo, paths, tags=["wal", *tags], metadata=meta, parent=None, reuse_stored=False)
     if snap.summary.get("warning_count"):
         raise BackupctlError(f"archiving {entries[0]['name']} did not read every file: "

