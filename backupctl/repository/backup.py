@@ -247,8 +247,7 @@ class Archiver:
             known = repo.index
         else:                    # nothing stored is reused, so neither the index nor the plans matter
             self.exclude, known = frozenset(), Index()
-        self.saver = BlobSaver(repo, known, workers=workers, compression=compression, exclude=self.exclude,
-                               lock=lock)
+        self.saver = BlobSaver(repo, known, lock, workers=workers, compression=compression, exclude=self.exclude)
         # Each large file in progress holds at most three buffers (cutting, queued, being read).
         self._buffers = BufferPool(repo.config.chunk_max + BUFFER_SIZE, 3 * file_threads)
         self._chunkers = threading.local()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import zstandard
 
-from backupctl.errors import LockedError
 from backupctl.repository.index import Index, Packs, save_index
 from backupctl.repository.lock import Lock
 from backupctl.repository.pack import COMPRESSED, PackWriter, pack_buffer_size, pack_name
@@ -55,8 +54,8 @@ class PackBuffers:
 
 
 class BlobSaver:
-    def __init__(self, repo, known: Index, workers: int = 2, compression: int | None = None, max_in_flight: int = 8,
-                 max_uploads: int = 2, exclude: frozenset[bytes] = frozenset(), lock: Lock | None = None) -> None:
+    def __init__(self, repo, known: Index, lock: Lock, workers: int = 2, compression: int | None = None,
+                 max_in_flight: int = 8, max_uploads: int = 2, exclude: frozenset[bytes] = frozenset()) -> None:
         self.repo = repo
         self.key = repo.key
         self.known = known               # blobs stored already: reused, not stored again
@@ -159,16 +158,6 @@ class BlobSaver:
         self._workers.shutdown(wait=True, cancel_futures=True)
         self._uploader.shutdown(wait=True, cancel_futures=True)
 
-    def _check_landed(self, name: str) -> None:
-        """After an index write: if it took so long that the lock may have looked stale meanwhile, a
-        gc may have taken its packs for orphans and be deleting them; the file must not stay. (No
-        snapshot will use its packs: this backup fails.)"""
-        try:
-            self.lock.check_still_held()
-        except LockedError:
-            self.repo.store.delete(name)
-            raise
-
     def commit_index(self) -> str | None:
         """Index the packs uploaded so far (they are durable), then forget them here.
 
@@ -179,11 +168,11 @@ class BlobSaver:
             packs, self.new_packs = self.new_packs, {}
         if not packs:
             return None
-        if self.lock:   # a lock that may have looked stale: gc may have deleted these packs as orphans
-            self.lock.check_still_held()
+        # On a lock that may have looked stale, a gc may have taken these packs for orphans: no index
+        # names them then, not even one whose write landed late (no snapshot will use them).
+        self.lock.check_still_held()
         name = save_index(self.repo.store, self.key, packs)
-        if self.lock:
-            self._check_landed(name)
+        self.lock.confirm_written(name)
         with self._lock:
             self.known.file_names.add(name)     # read, in effect: a reload finds nothing new in it
             for size, entries in packs.values():

@@ -108,18 +108,18 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         live = _live_lock_ids(repo, lock.info.id)
         ready = [p for p in plans if not set(p.wait_for) & live]
         waiting = [p for p in plans if p not in ready]
+        in_plans = _packs_of(waiting)
         used = _UsedBlobs(repo)
         if ready and not dry_run:
             used_now = used.refresh()
             repo.reload_index()
-            _execute(repo, lock, ready, used_now, report, log, keep=_packs_of(waiting))
+            _execute(repo, lock, ready, used_now, report, log, keep=in_plans)
         if not dry_run and hasattr(repo.store, "remove_stale_temporaries"):
             repo.store.remove_stale_temporaries()
         report.plans_waiting = len(waiting)
         report.waiting_for = sorted({w for p in waiting for w in p.wait_for} & live)
 
         # Phase 1: a new plan from the current state.
-        in_plans = _packs_of(waiting)
         used_now = used.refresh()
         index = repo.reload_index()
         doomed, doomed_blobs = _choose_packs(repo, lock, index, used_now, in_plans, repack_threshold, report,
@@ -136,12 +136,10 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         lock.check_still_held()
         save_plan(repo, plan)
         plan.wait_for, plan.complete = sorted(_live_lock_ids(repo, lock.info.id)), True
-        save_plan(repo, plan)     # only adds waits to a plan that is visible already
-        try:
-            lock.check_still_held()
-        except LockedError:       # the write may have landed after another gc dropped the plan as incomplete
-            repo.store.delete(PLANS_PREFIX + plan.id)
-            raise
+        # Only adds waits to a plan that is visible already, but it may land after another gc dropped
+        # the plan as incomplete and planned its packs again.
+        save_plan(repo, plan)
+        lock.confirm_written(PLANS_PREFIX + plan.id)
         if plan.wait_for:
             report.plans_waiting += 1
             report.waiting_for = sorted(set(report.waiting_for) | set(plan.wait_for))

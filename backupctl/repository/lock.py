@@ -227,6 +227,15 @@ class Lock:
             raise LockedError("this process's repository lock went stale or was removed",
                               "the operation was not committed; run it again")
 
+    def confirm_written(self, name: str) -> None:
+        """``check_still_held`` after writing object ``name`` that others rely on: a write that landed
+        when the lock may have looked stale (a gc may have acted meanwhile) is deleted again."""
+        try:
+            self.check_still_held()
+        except LockedError:
+            self.store.delete(name)
+            raise
+
     def release(self) -> None:
         self._stop.set()
         if self._thread:
