@@ -63,11 +63,11 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
             return result
         repo._index = index
         result.packs, result.blobs = len(index.packs), len(index.blobs)
-        bad_blobs: set[bytes] = set()
+        bad_copies: set[tuple[bytes, bytes]] = set()        # (blob id, pack id)
 
         def mark_pack_bad(pack_id: bytes, msg: str) -> None:
             result.errors.append(msg)
-            bad_blobs.update(e.id for e in index.pack_entries.get(pack_id, []))
+            bad_copies.update((e.id, pack_id) for e in index.pack_entries.get(pack_id, []))
 
         # Indexed packs: present, the right size, a header that agrees with the index.
         def check_header(pack_id: bytes) -> None:
@@ -97,7 +97,12 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
                                    "still running); 'backupctl repo gc' reclaims them")
 
         if read_data:
-            _read_data(repo, index, stored, subset, result, bad_blobs, mark_pack_bad, progress, threads)
+            _read_data(repo, index, stored, subset, result, bad_copies, mark_pack_bad, progress, threads)
+        bad_blobs = _without_good_copy(index, bad_copies)
+        covered = {b for b, _ in bad_copies} - bad_blobs
+        if covered:
+            result.warnings.append(f"{len(covered)} blob(s) with a damaged copy have a good one in another pack: "
+                                   "reads use that one, and gc keeps it")
 
         # Snapshots: readable, and every blob they name is indexed and undamaged.
         for sid in snapshot_ids:
@@ -145,7 +150,13 @@ class _TreeBroken(Exception):
     pass
 
 
-def _read_data(repo, index, stored, subset, result, bad_blobs, mark_pack_bad, progress, threads) -> None:
+def _without_good_copy(index, bad_copies: set[tuple[bytes, bytes]]) -> set[bytes]:
+    """The blobs every copy of which is damaged or missing (a read falls back to a good copy)."""
+    blobs = {b for b, _ in bad_copies}
+    return {b for b in blobs if all((b, c.pack) in bad_copies for c in index.copies(b))}
+
+
+def _read_data(repo, index, stored, subset, result, bad_copies, mark_pack_bad, progress, threads) -> None:
     packs = [p for p in index.packs if pack_name(p) in stored]
     if subset is not None and subset < 1:
         packs = random.sample(packs, max(1, math.ceil(len(packs) * subset))) if packs else []
@@ -165,7 +176,7 @@ def _read_data(repo, index, stored, subset, result, bad_blobs, mark_pack_bad, pr
                 repo.open_blob(e, data[e.offset:e.offset + e.length])
             except BackupctlError as exc:
                 result.errors.append(str(exc))
-                bad_blobs.add(e.id)
+                bad_copies.add((e.id, pack_id))
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(read_pack, packs))

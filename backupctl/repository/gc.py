@@ -27,7 +27,10 @@ follows the crash-safe order: the merged file, naming what it supersedes, then t
 
 A blob stored in several packs (store-everything backups, wal-push, store what exists
 already) is kept in one copy, the one the index reads; the others are reclaimed with their
-packs and never repacked.
+packs and never repacked. gc reads no data otherwise, so before it reclaims a copy it reads and
+verifies the one it keeps: when that one is damaged it keeps a good one instead (and the
+damaged copy goes with its pack), or every copy when none is good. A damaged copy never
+costs the blob its good ones.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from backupctl.errors import LockedError, RepositoryError
+from backupctl.errors import IntegrityError, LockedError, RepositoryError
 from backupctl.repository.index import INDEX_PREFIX, Index, Packs, read_index_files, save_index
 from backupctl.repository.lock import Lock, list_locks
 from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name
@@ -65,6 +69,8 @@ class GcReport:
     waiting_for: list[str] = field(default_factory=list)
     unused_blobs: int = 0
     index_files_merged: int = 0
+    copies_verified: int = 0            # kept copies read before other copies were reclaimed
+    damaged_copies: int = 0             # of those, the damaged ones (another copy kept instead)
     dry_run: bool = False
 
 
@@ -151,11 +157,48 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
     return report
 
 
-def _kept_copy(e: BlobEntry, used: set[bytes], index: Index) -> bool:
-    """Whether gc keeps this entry: a used blob, in the one copy the index reads (a blob stored in
-    several packs, as store-everything backups leave, keeps one copy; the others are reclaimed,
-    not repacked again and again)."""
-    return e.id in used and index.blobs[e.id].pack == e.pack
+class _KeptCopies:
+    """Which copy of each used blob gc keeps: the one the index reads, unless that one failed
+    verification (a blob stored in several packs keeps one copy, not repacked again and again)."""
+
+    def __init__(self, index: Index, used: set[bytes]) -> None:
+        self.index, self.used = index, used
+        # blob id -> the pack of the copy kept once verified; None: every copy (none verified)
+        self.chosen: dict[bytes, bytes | None] = {}
+
+    def keeps(self, e: BlobEntry) -> bool:
+        if e.id not in self.used:
+            return False
+        if e.id in self.chosen:
+            pack = self.chosen[e.id]
+            return pack is None or pack == e.pack
+        return self.index.blobs[e.id].pack == e.pack
+
+    def unverified_spares(self, entries: list[BlobEntry]) -> set[bytes]:
+        """Used blobs with a copy among ``entries`` that goes while the kept one was never read."""
+        return {e.id for e in entries if e.id in self.used and e.id not in self.chosen and not self.keeps(e)}
+
+    def verify(self, repo, blob_ids: set[bytes], report: GcReport, log) -> None:
+        """Read the kept copy of each blob; when it is damaged, keep the first good copy instead."""
+        def choose(blob_id: bytes) -> tuple[bytes, bytes | None, list[str]]:
+            errors = []
+            for copy in self.index.copies(blob_id):
+                try:
+                    repo.read_copy(copy)
+                    return blob_id, copy.pack, errors
+                except IntegrityError as exc:
+                    errors.append(exc.message)
+            return blob_id, None, errors
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for blob_id, pack, errors in pool.map(choose, sorted(blob_ids)):
+                self.chosen[blob_id] = pack
+                report.copies_verified += 1
+                report.damaged_copies += len(errors)
+                for message in errors:
+                    log(f"gc: {message}; " + ("kept a good copy instead" if pack else
+                                              "no copy of it is good: kept them all") +
+                        " (run 'backupctl repo check --read-data')")
 
 
 def _packs_of(plans: list[Plan]) -> set[bytes]:
@@ -165,15 +208,42 @@ def _packs_of(plans: list[Plan]) -> set[bytes]:
 def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float,
                   report: GcReport, dry_run: bool, log) -> tuple[set[bytes], set[bytes]]:
     """Packs to delete (after repacking what they still hold that is used) and the blobs leaving with them."""
-    by_pack = index.entries_by_pack()
+    kept = _KeptCopies(index, used)
+    while True:
+        doomed, doomed_blobs, to_repack, unused = _mark_packs(index, kept, skip, threshold)
+        at_risk = kept.unverified_spares([e for p in doomed for e in index.pack_entries.get(p, [])])
+        if not at_risk:
+            break
+        kept.verify(repo, at_risk, report, log)     # then mark again: a damaged copy changes the choice
+    report.unused_blobs += unused
+    # Packs no index lists: a backup was killed, or is still writing (the plan waits for it).
+    indexed = {pack_name(p) for p in index.packs}
+    for name, _size in repo.store.list("data/"):
+        if name not in indexed:
+            pack_id = bytes.fromhex(name.rsplit("/", 1)[1])
+            if pack_id not in skip:
+                doomed.add(pack_id)
+                report.orphan_packs += 1
+    if to_repack and not dry_run:
+        _repack(repo, lock, to_repack, kept, report, log)
+    elif dry_run:
+        report.packs_repacked = len(to_repack)
+    return doomed, doomed_blobs
+
+
+def _mark_packs(index: Index, kept: _KeptCopies, skip: set[bytes], threshold: float
+                ) -> tuple[set[bytes], set[bytes], list[tuple[bytes, list[BlobEntry]]], int]:
+    """Indexed packs to delete, the blobs leaving with them, the packs among them to repack first,
+    and the count of blob copies gc does not keep."""
     doomed: set[bytes] = set()
     doomed_blobs: set[bytes] = set()
     to_repack: list[tuple[bytes, list[BlobEntry]]] = []
-    for pack_id, entries in by_pack.items():
+    unused_count = 0
+    for pack_id, entries in index.entries_by_pack().items():
         if pack_id in skip:
             continue
-        unused = [e for e in entries if not _kept_copy(e, used, index)]
-        report.unused_blobs += len(unused)
+        unused = [e for e in entries if not kept.keeps(e)]
+        unused_count += len(unused)
         if not unused:
             continue
         unused_bytes = sum(e.length for e in unused)
@@ -185,23 +255,11 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
             doomed.add(pack_id)
         else:
             continue
-        doomed_blobs.update(e.id for e in unused if e.id not in used)   # a spare copy's blob stays
-    # Packs no index lists: a backup was killed, or is still writing (the plan waits for it).
-    indexed = {pack_name(p) for p in index.packs}
-    for name, _size in repo.store.list("data/"):
-        if name not in indexed:
-            pack_id = bytes.fromhex(name.rsplit("/", 1)[1])
-            if pack_id not in skip:
-                doomed.add(pack_id)
-                report.orphan_packs += 1
-    if to_repack and not dry_run:
-        _repack(repo, lock, index, to_repack, used, report, log)
-    elif dry_run:
-        report.packs_repacked = len(to_repack)
-    return doomed, doomed_blobs
+        doomed_blobs.update(e.id for e in unused if e.id not in kept.used)   # a spare copy's blob stays
+    return doomed, doomed_blobs, to_repack, unused_count
 
 
-def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEntry]]], used: set[bytes],
+def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: _KeptCopies,
             report: GcReport, log) -> None:
     """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
     buffer = bytearray(pack_buffer_size(repo.config.pack_size, repo.config.chunk_max))
@@ -219,10 +277,13 @@ def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEn
     for pack_id, entries in packs:
         data = repo.store.get(pack_name(pack_id))
         for e in entries:
-            if not _kept_copy(e, used, index):
+            if not kept.keeps(e):
                 continue
             sealed = data[e.offset:e.offset + e.length]
-            repo.open_blob(e, sealed)  # never copy damage forward
+            try:
+                repo.open_blob(e, sealed)  # never copy damage forward
+            except IntegrityError:
+                e, sealed = _good_copy(repo, kept.index, e, log)
             writer.copy_sealed(e.id, e.type, e.flags, sealed, e.raw_length)
             report.blobs_repacked += 1
             if writer.size >= repo.config.pack_size:
@@ -234,6 +295,23 @@ def _repack(repo, lock: Lock, index: Index, packs: list[tuple[bytes, list[BlobEn
         lock.check_still_held()   # another gc may have taken the new packs for orphans meanwhile
         save_index(repo.store, repo.key, new_packs)
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
+
+
+def _good_copy(repo, index: Index, damaged: BlobEntry, log) -> tuple[BlobEntry, bytes]:
+    """Another copy of a blob whose copy in a pack being repacked is damaged, and its sealed
+    bytes; the damaged copy's error when there is none."""
+    for copy in index.copies(damaged.id):
+        if copy.pack == damaged.pack:
+            continue
+        try:
+            sealed = repo.store.get_range(pack_name(copy.pack), copy.offset, copy.length)
+            repo.open_blob(copy, sealed)
+        except (IntegrityError, FileNotFoundError):
+            continue
+        log(f"gc: blob {damaged.id.hex()[:16]} is damaged in pack {damaged.pack.hex()[:12]}; repacked its copy "
+            f"from pack {copy.pack.hex()[:12]} (run 'backupctl repo check --read-data')")
+        return copy, sealed
+    return damaged, repo.read_copy(damaged)          # raises the damaged copy's error
 
 
 def _gc_lock(repo) -> Lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,8 @@ class Index:
         self.file_names: set[str] = set()  # every index file read, superseded ones included
         self.superseded: set[str] = set()
         self.avoid = avoid
+        self._copies: dict[bytes, list[BlobEntry]] | None = None     # built on first need
+        self._copies_lock = threading.Lock()
 
     def add_pack(self, size: int, entries: list[BlobEntry]) -> None:
         if not entries:
@@ -93,6 +96,21 @@ class Index:
 
     def lookup(self, blob_id: bytes) -> BlobEntry | None:
         return self.blobs.get(blob_id)
+
+    def copies(self, blob_id: bytes) -> list[BlobEntry]:
+        """Every stored copy of a blob, the one ``lookup`` gives first. Only a damaged copy or a gc
+        needs the others, so the map of blobs stored more than once is built at the first call."""
+        with self._copies_lock:
+            if self._copies is None:
+                seen: dict[bytes, list[BlobEntry]] = {}
+                for entries in self.pack_entries.values():
+                    for e in entries:
+                        seen.setdefault(e.id, []).append(e)
+                self._copies = {bid: es for bid, es in seen.items() if len(es) > 1}
+        first = self.blobs.get(blob_id)
+        if first is None:
+            return []
+        return [first, *(e for e in self._copies.get(blob_id, ()) if e is not first)]
 
     def __contains__(self, blob_id: bytes) -> bool:
         return blob_id in self.blobs

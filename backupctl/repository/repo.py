@@ -5,10 +5,12 @@ Everything else (backup, restore, check, gc) takes a Repository and works throug
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import zstandard
 
@@ -25,6 +27,8 @@ from backupctl.repository.snapshot import (SNAPSHOTS_PREFIX, Snapshot, list_snap
 from repo_plugins import Store, open_store
 
 _local = threading.local()
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -109,7 +113,30 @@ class Repository:
 
     def read_entry(self, entry: BlobEntry) -> bytes:
         """``read_blob`` for a caller that has the blob's index entry already."""
+        return self._from_any_copy(entry, self.read_copy)
+
+    def read_copy(self, entry: BlobEntry) -> bytes:
+        """The blob from this copy of it, and no other: verifying a particular copy."""
         return self.open_blob(entry, self._read_sealed(entry))
+
+    def _from_any_copy(self, entry: BlobEntry, read: Callable[[BlobEntry], _T]) -> _T:
+        """``read(entry)``, or when that copy is damaged or gone, the same blob from another pack
+        that holds it (store-everything backups leave copies): one bad copy costs nothing while a
+        good one is left. The first error is raised when every copy fails."""
+        try:
+            return read(entry)
+        except IntegrityError as first:
+            for other in self.index.copies(entry.id):
+                if other.pack == entry.pack:
+                    continue
+                try:
+                    result = read(other)
+                except IntegrityError:
+                    continue
+                _log.warning("%s; read its copy in pack %s instead (run 'backupctl repo check --read-data')",
+                             first.message, other.pack.hex()[:12])
+                return result
+            raise
 
     def _read_sealed(self, entry: BlobEntry) -> bytes:
         try:
@@ -142,6 +169,9 @@ class Repository:
     def read_blob_into(self, entry: BlobEntry, out: memoryview) -> None:
         """``read_blob`` straight into ``out`` (the blob's raw length): decompressed where it is
         needed, without a copy of the plaintext or an allocation of its size."""
+        self._from_any_copy(entry, lambda e: self._read_copy_into(e, out))
+
+    def _read_copy_into(self, entry: BlobEntry, out: memoryview) -> None:
         what = f"blob {entry.id.hex()[:16]}"
         payload = self._decrypt(entry, self._read_sealed(entry), what)
         if not entry.flags & COMPRESSED:
