@@ -26,7 +26,7 @@ from backupctl.progress import Progress
 from backupctl.repository.blobsaver import BlobSaver
 from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker, Guide
 from backupctl.repository.gc import compact_index
-from backupctl.repository.index import Index
+from backupctl.repository.index import Index, index_hint
 from backupctl.repository.lock import Lock
 from backupctl.repository.plan import pending_deletions
 from backupctl.repository.pack import DATA, TREE
@@ -237,6 +237,7 @@ class Archiver:
                  reuse_stored: bool = True) -> None:
         self.repo = repo
         self.lock = lock                # held by the caller; checked before every index file and the snapshot
+        self.reuse_stored = reuse_stored
         self.content_hook = content_hook
         self.fixed_chunks = fixed_chunks or (lambda path: None)
         self.progress = progress or Progress()
@@ -416,6 +417,9 @@ class Archiver:
         snap = Snapshot(time=now_iso(), hostname=hostname or socket.gethostname(), username=getpass.getuser(),
                         paths=paths, tree=tree, tags=sorted(set(tags)), parent=parent.id if parent else None,
                         summary=summary, metadata=metadata or {})
+        if not self.reuse_stored:       # all its blobs are in packs of its own: say where
+            own = self.saver.known
+            snap.index_hint = index_hint({p: (own.packs[p], es) for p, es in own.pack_entries.items()})
         save_snapshot(self.repo.store, self.repo.key, snap)
         try:
             compact_index(self.repo)

@@ -8,6 +8,8 @@ every other object.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import struct
@@ -120,6 +122,25 @@ class Index:
 
     def entries_by_pack(self) -> dict[bytes, list[BlobEntry]]:
         return self.pack_entries
+
+
+def index_hint(packs: Packs) -> str:
+    """``packs`` as a snapshot's index hint (``Snapshot.index_hint``): the index file encoding."""
+    return base64.b64encode(encode_index(packs)).decode()
+
+
+def index_from_hint(hint: str) -> Index | None:
+    """The blobs a snapshot's index hint names, or None without a (readable) one."""
+    if not hint:
+        return None
+    try:
+        _, packs = decode_index(base64.b64decode(hint), "a snapshot's index hint")
+    except (IntegrityError, binascii.Error, ValueError):
+        return None                      # only a hint: the index has what it held
+    index = Index()
+    for size, entries in packs.values():
+        index.add_pack(size, entries)
+    return index
 
 
 IndexFile = tuple[str, list[str], Packs | None]    # name, the files it supersedes, its packs (None: gone)

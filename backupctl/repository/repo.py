@@ -5,6 +5,7 @@ Everything else (backup, restore, check, gc) takes a Repository and works throug
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import deque
@@ -49,6 +50,7 @@ class Repository:
         self.slot = slot
         self.config = config
         self._index: Index | None = None
+        self._hints: Index | None = None     # where some blobs were stored: tried before the index
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -103,8 +105,25 @@ class Repository:
         self._index = None
         return self.index
 
+    @property
+    def index_loaded(self) -> bool:
+        return self._index is not None
+
+    def with_hints(self, hints: Index) -> "Repository":
+        """This repository reading blobs where ``hints`` says first (a snapshot's index hint): the
+        index of the whole repository is loaded only if a blob is not there (any more)."""
+        view = copy.copy(self)
+        view._hints = hints
+        return view
+
     # -- blobs ---------------------------------------------------------------------------
     def read_blob(self, blob_id: bytes) -> bytes:
+        hinted = self._hints.lookup(blob_id) if self._hints is not None else None
+        if hinted is not None:
+            try:
+                return self.read_copy(hinted)
+            except IntegrityError:
+                pass             # repacked by a gc since, or damaged: the index knows the other copies
         entry = self.index.lookup(blob_id)
         if entry is None:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index",

@@ -28,6 +28,7 @@ from typing import BinaryIO
 from backupctl.durable import sync_tree
 from backupctl.errors import IntegrityError, NotFoundError, UsageError
 from backupctl.progress import Progress
+from backupctl.repository.index import index_from_hint
 from backupctl.repository.repo import Repository
 from backupctl.repository.snapshot import Snapshot
 from backupctl.repository.tree import DIR, FILE, STREAM, SYMLINK, Node, walk_tree
@@ -713,8 +714,10 @@ def restore_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, name: st
                    progress: Progress | None = None) -> int:
     """Write one stream (or file) of a snapshot to ``out``; returns the byte count."""
     with repo.lock("shared", "restore"):
-        repo.reload_index()
-        return copy_stream(repo, snapshot, out, name, progress)
+        hints = index_from_hint(snapshot.index_hint)
+        if hints is None or repo.index_loaded:
+            repo.reload_index()
+        return copy_stream(repo.with_hints(hints) if hints is not None else repo, snapshot, out, name, progress)
 
 
 def copy_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, name: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
 from backupctl.errors import NotFoundError, UsageError
@@ -32,6 +32,10 @@ class Snapshot:
     parent: str | None = None
     summary: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)   # engine plugins' own JSON
+    # Where its blobs were stored (an index file's encoding, base64), written by backups that reuse
+    # nothing stored (wal-push): a read of one WAL file then needs no index of the whole repository.
+    # Only a hint: every blob read is verified, and one that moved since is found through the index.
+    index_hint: str = ""
     id: str = ""                    # the storage id; not part of the stored JSON
 
     @property
@@ -42,6 +46,9 @@ class Snapshot:
         return asdict(self)
 
 
+_FIELDS = {f.name for f in fields(Snapshot)} - {"id"}
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -49,6 +56,8 @@ def now_iso() -> str:
 def save_snapshot(store: Store, key: MasterKey, snap: Snapshot) -> str:
     body = snap.to_dict()
     body.pop("id")
+    if not body["index_hint"]:
+        del body["index_hint"]      # snapshots without one stay readable by releases before it
     sealed = key.encrypt(json.dumps(body).encode(), _AAD)
     snap.id = hashlib.sha256(sealed).hexdigest()
     store.put(SNAPSHOTS_PREFIX + snap.id, sealed)
@@ -58,7 +67,7 @@ def save_snapshot(store: Store, key: MasterKey, snap: Snapshot) -> str:
 def load_snapshot(store: Store, key: MasterKey, snap_id: str) -> Snapshot:
     raw = key.decrypt(store.get(SNAPSHOTS_PREFIX + snap_id), _AAD, f"snapshot {snap_id[:8]}")
     d = json.loads(raw)
-    return Snapshot(id=snap_id, **d)
+    return Snapshot(id=snap_id, **{k: v for k, v in d.items() if k in _FIELDS})   # a later release's fields: ignored
 
 
 def list_snapshot_ids(store: Store) -> list[str]:
