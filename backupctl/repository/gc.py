@@ -128,15 +128,16 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         # Phase 1: a new plan from the current state.
         used_now = used.refresh()
         index = repo.reload_index()
-        doomed, doomed_blobs = _choose_packs(repo, lock, index, used_now, in_plans, repack_threshold, report,
-                                             dry_run, log)
+        doomed, doomed_blobs, repacked_into, verified = _choose_packs(repo, lock, index, used_now, in_plans,
+                                                                      repack_threshold, report, dry_run, log)
         if dry_run:
             return report
         if not doomed:
             report.index_files_merged += _compact(repo, lock, log)
             return report
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
-                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[], complete=False)
+                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[], complete=False,
+                    repacked_into=sorted(p.hex() for p in repacked_into))
         # Locks taken before the plan was visible may reuse doomed blobs: wait for them. Until
         # they are written the plan is incomplete, and a gc that finds it so drops it.
         lock.check_still_held()
@@ -153,8 +154,53 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
             return report
         used_now = used.refresh()
         repo.reload_index()
-        _execute(repo, lock, [plan], used_now, report, log)
+        _execute(repo, lock, [plan], used_now, report, log, verified=verified)
     return report
+
+
+def _first_good_copies(repo, candidates: dict[bytes, list[BlobEntry]], report: GcReport,
+                       log) -> dict[bytes, BlobEntry | None]:
+    """For each blob, the first of its candidate copies that reads back intact, or None. Copies are
+    read a round at a time, each pack once a round (the span of the copies read from it), not a
+    request per blob: the first choices, then the next for blobs whose choice was damaged."""
+    chosen: dict[bytes, BlobEntry | None] = {b: None for b, copies in candidates.items() if not copies}
+    tries = {blob_id: list(copies) for blob_id, copies in candidates.items() if copies}
+    while tries:
+        by_pack: dict[bytes, list[BlobEntry]] = {}
+        for copies in tries.values():
+            by_pack.setdefault(copies[0].pack, []).append(copies[0])
+
+        def read_pack(item: tuple[bytes, list[BlobEntry]]) -> list[tuple[BlobEntry, str | None]]:
+            pack_id, entries = item
+            start = min(e.offset for e in entries)
+            try:
+                data = repo.store.get_range(pack_name(pack_id), start, max(e.offset + e.length for e in entries) - start)
+            except FileNotFoundError:
+                return [(e, f"pack {pack_id.hex()[:12]} holding blob {e.id.hex()[:16]} is missing") for e in entries]
+            results = []
+            for e in entries:
+                try:
+                    repo.open_blob(e, data[e.offset - start:e.offset - start + e.length])
+                    results.append((e, None))
+                except IntegrityError as exc:
+                    results.append((e, exc.message))
+            return results
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for results in pool.map(read_pack, by_pack.items()):
+                for e, error in results:
+                    report.copies_verified += 1
+                    if error is None:
+                        chosen[e.id] = e
+                        del tries[e.id]
+                        continue
+                    report.damaged_copies += 1
+                    log(f"gc: {error} (run 'backupctl repo check --read-data')")
+                    tries[e.id].pop(0)
+                    if not tries[e.id]:
+                        chosen[e.id] = None
+                        del tries[e.id]
+    return chosen
 
 
 class _KeptCopies:
@@ -178,27 +224,21 @@ class _KeptCopies:
         """Used blobs with a copy among ``entries`` that goes while the kept one was never read."""
         return {e.id for e in entries if e.id in self.used and e.id not in self.chosen and not self.keeps(e)}
 
-    def verify(self, repo, blob_ids: set[bytes], report: GcReport, log) -> None:
-        """Read the kept copy of each blob; when it is damaged, keep the first good copy instead."""
-        def choose(blob_id: bytes) -> tuple[bytes, bytes | None, list[str]]:
-            errors = []
-            for copy in self.index.copies(blob_id):
-                try:
-                    repo.read_copy(copy)
-                    return blob_id, copy.pack, errors
-                except IntegrityError as exc:
-                    errors.append(exc.message)
-            return blob_id, None, errors
+    def verify(self, repo, blob_ids: set[bytes], skip: set[bytes], doomed: set[bytes], report: GcReport,
+               log) -> None:
+        """Keep a copy of each blob that reads back intact: the index's, or the first good one,
+        preferring copies outside packs a waiting plan deletes (``skip``: nothing takes them back),
+        then outside the packs this gc chose so far (keeping a copy there takes it back)."""
+        candidates = {b: sorted(self.index.copies(b), key=lambda c: (c.pack in skip, c.pack in doomed))
+                      for b in blob_ids}
+        for blob_id, copy in _first_good_copies(repo, candidates, report, log).items():
+            self.chosen[blob_id] = None if copy is None else copy.pack
+            if copy is None:
+                log(f"gc: no copy of blob {blob_id.hex()[:16]} is intact: kept them all")
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for blob_id, pack, errors in pool.map(choose, sorted(blob_ids)):
-                self.chosen[blob_id] = pack
-                report.copies_verified += 1
-                report.damaged_copies += len(errors)
-                for message in errors:
-                    log(f"gc: {message}; " + ("kept a good copy instead" if pack else
-                                              "no copy of it is good: kept them all") +
-                        " (run 'backupctl repo check --read-data')")
+    def unreadable(self, entries: list[BlobEntry]) -> bool:
+        """Whether ``entries`` hold a copy of a blob none of whose copies read back intact."""
+        return any(e.id in self.chosen and self.chosen[e.id] is None for e in entries)
 
 
 def _packs_of(plans: list[Plan]) -> set[bytes]:
@@ -206,17 +246,21 @@ def _packs_of(plans: list[Plan]) -> set[bytes]:
 
 
 def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float,
-                  report: GcReport, dry_run: bool, log) -> tuple[set[bytes], set[bytes]]:
-    """Packs to delete (after repacking what they still hold that is used) and the blobs leaving with them."""
+                  report: GcReport, dry_run: bool, log
+                  ) -> tuple[set[bytes], set[bytes], list[bytes], dict[bytes, bytes | None]]:
+    """Packs to delete (after repacking what they still hold that is used), the blobs leaving with
+    them, the packs the repacking wrote, and the copies read intact (blob -> pack)."""
     kept = _KeptCopies(index, used)
     while True:
-        doomed, doomed_blobs, to_repack, unused = _mark_packs(index, kept, skip, threshold)
+        doomed, to_repack, unused = _mark_packs(index, kept, skip, threshold)
         at_risk = kept.unverified_spares([e for p in doomed for e in index.pack_entries.get(p, [])])
         if not at_risk:
             break
-        kept.verify(repo, at_risk, report, log)     # then mark again: a damaged copy changes the choice
-    report.unused_blobs += unused
-    # Packs no index lists: a backup was killed, or is still writing (the plan waits for it).
+        kept.verify(repo, at_risk, skip, doomed, report, log)   # then mark again: a damaged copy changes the choice
+    report.unused_blobs += sum(len(es) for es in unused.values())
+    doomed_blobs = {e.id for p in doomed for e in unused[p] if e.id not in used}    # a spare copy's blob stays
+    # Packs no index lists: a backup was killed, or is still writing (the plan waits for it). Listed
+    # before the repacking, whose packs this index does not list.
     indexed = {pack_name(p) for p in index.packs}
     for name, _size in repo.store.list("data/"):
         if name not in indexed:
@@ -224,28 +268,30 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
             if pack_id not in skip:
                 doomed.add(pack_id)
                 report.orphan_packs += 1
+    written: list[bytes] = []
     if to_repack and not dry_run:
-        _repack(repo, lock, to_repack, kept, report, log)
+        failed, written = _repack(repo, lock, to_repack, kept, report, log)
+        doomed -= failed
+        doomed_blobs -= {e.id for p in failed for e in unused[p]}
     elif dry_run:
         report.packs_repacked = len(to_repack)
-    return doomed, doomed_blobs
+    return doomed, doomed_blobs, written, kept.chosen
 
 
 def _mark_packs(index: Index, kept: _KeptCopies, skip: set[bytes], threshold: float
-                ) -> tuple[set[bytes], set[bytes], list[tuple[bytes, list[BlobEntry]]], int]:
-    """Indexed packs to delete, the blobs leaving with them, the packs among them to repack first,
-    and the count of blob copies gc does not keep."""
+                ) -> tuple[set[bytes], list[tuple[bytes, list[BlobEntry]]], dict[bytes, list[BlobEntry]]]:
+    """Indexed packs to delete, those among them to repack first, and the copies each holds
+    that gc does not keep."""
     doomed: set[bytes] = set()
-    doomed_blobs: set[bytes] = set()
     to_repack: list[tuple[bytes, list[BlobEntry]]] = []
-    unused_count = 0
+    unused_in: dict[bytes, list[BlobEntry]] = {}
     for pack_id, entries in index.entries_by_pack().items():
-        if pack_id in skip:
-            continue
+        if pack_id in skip or kept.unreadable(entries):
+            continue                     # a waiting plan has it, or it holds a copy kept for want of a good one
         unused = [e for e in entries if not kept.keeps(e)]
-        unused_count += len(unused)
         if not unused:
             continue
+        unused_in[pack_id] = unused
         unused_bytes = sum(e.length for e in unused)
         total = sum(e.length for e in entries) or 1
         if len(unused) == len(entries):
@@ -253,18 +299,18 @@ def _mark_packs(index: Index, kept: _KeptCopies, skip: set[bytes], threshold: fl
         elif unused_bytes / total >= threshold:
             to_repack.append((pack_id, entries))
             doomed.add(pack_id)
-        else:
-            continue
-        doomed_blobs.update(e.id for e in unused if e.id not in kept.used)   # a spare copy's blob stays
-    return doomed, doomed_blobs, to_repack, unused_count
+    return doomed, to_repack, unused_in
 
 
 def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: _KeptCopies,
-            report: GcReport, log) -> None:
-    """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are."""
+            report: GcReport, log) -> tuple[set[bytes], list[bytes]]:
+    """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are, from
+    another copy where the pack's is damaged. Returns the packs left as they are (a used blob in
+    them has no intact copy: damage is never copied forward, nor its pack deleted) and the new packs."""
     buffer = bytearray(pack_buffer_size(repo.config.pack_size, repo.config.chunk_max))
     writer = PackWriter(buffer)
     new_packs: Packs = {}
+    failed: set[bytes] = set()
 
     def upload() -> None:
         nonlocal writer
@@ -276,14 +322,35 @@ def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: 
 
     for pack_id, entries in packs:
         data = repo.store.get(pack_name(pack_id))
+        copies = []
         for e in entries:
             if not kept.keeps(e):
                 continue
             sealed = data[e.offset:e.offset + e.length]
             try:
                 repo.open_blob(e, sealed)  # never copy damage forward
-            except IntegrityError:
-                e, sealed = _good_copy(repo, kept.index, e, log)
+            except IntegrityError as exc:
+                good = _first_good_copies(repo, {e.id: [c for c in kept.index.copies(e.id) if c.pack != pack_id]},
+                                          report, log).get(e.id)
+                if good is not None:
+                    sealed = repo.store.get_range(pack_name(good.pack), good.offset, good.length)
+                    try:
+                        repo.open_blob(good, sealed)      # as read again now
+                    except IntegrityError:
+                        good = None
+                report.damaged_copies += 1
+                if good is None:
+                    log(f"gc: {exc.message}, and no other copy is intact: pack {pack_id.hex()[:12]} kept as it is "
+                        "(run 'backupctl repo check --read-data')")
+                    failed.add(pack_id)
+                    break
+                log(f"gc: {exc.message}; repacked its copy from pack {good.pack.hex()[:12]} "
+                    "(run 'backupctl repo check --read-data')")
+                e = good
+            copies.append((e, sealed))
+        if pack_id in failed:
+            continue
+        for e, sealed in copies:
             writer.copy_sealed(e.id, e.type, e.flags, sealed, e.raw_length)
             report.blobs_repacked += 1
             if writer.size >= repo.config.pack_size:
@@ -295,23 +362,7 @@ def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: 
         lock.check_still_held()   # another gc may have taken the new packs for orphans meanwhile
         save_index(repo.store, repo.key, new_packs)
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
-
-
-def _good_copy(repo, index: Index, damaged: BlobEntry, log) -> tuple[BlobEntry, bytes]:
-    """Another copy of a blob whose copy in a pack being repacked is damaged, and its sealed
-    bytes; the damaged copy's error when there is none."""
-    for copy in index.copies(damaged.id):
-        if copy.pack == damaged.pack:
-            continue
-        try:
-            sealed = repo.store.get_range(pack_name(copy.pack), copy.offset, copy.length)
-            repo.open_blob(copy, sealed)
-        except (IntegrityError, FileNotFoundError):
-            continue
-        log(f"gc: blob {damaged.id.hex()[:16]} is damaged in pack {damaged.pack.hex()[:12]}; repacked its copy "
-            f"from pack {copy.pack.hex()[:12]} (run 'backupctl repo check --read-data')")
-        return copy, sealed
-    return damaged, repo.read_copy(damaged)          # raises the damaged copy's error
+    return failed, list(new_packs)
 
 
 def _gc_lock(repo) -> Lock:
@@ -330,7 +381,7 @@ def _gc_lock(repo) -> Lock:
 
 
 def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcReport, log,
-             keep: set[bytes] = frozenset()) -> None:
+             keep: set[bytes] = frozenset(), verified: dict[bytes, bytes | None] | None = None) -> None:
     """Delete the planned packs nothing needs any more.
 
     Crash-safe order: first an index without those packs (superseding every index file
@@ -348,10 +399,22 @@ def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcRe
         for e in entries:
             locations.setdefault(e.id, set()).add(pack_id)
     announced = {bytes.fromhex(b) for plan in plans for b in plan.blobs}
+    # The copies that stay must be intact before the last others go: the ones this gc read when it
+    # planned may have rotted since, and a waiting plan's packs go later. Only the copies its own
+    # repacking wrote (from bytes it verified), or that this gc has just read (``verified``: blob ->
+    # pack), are taken as they are.
+    written = {bytes.fromhex(p) for plan in plans for p in plan.repacked_into}
+    verified = verified or {}
+    leaving = _packs_of(plans) | keep
+    relied_on = {e.id: sorted((c for c in index.copies(e.id) if c.pack not in planned), key=lambda c: c.pack in leaving)
+                 for p in planned for e in by_pack.get(p, []) if e.id in used}
+    unchecked = {b: copies for b, copies in relied_on.items()
+                 if copies and not any(c.pack in written or c.pack == verified.get(b) for c in copies)}
+    intact = _first_good_copies(repo, unchecked, report, log) if unchecked else {}
 
     def needed(e: BlobEntry) -> bool:
         if locations[e.id] - planned:
-            return False                   # another copy stays
+            return intact.get(e.id, True) is None    # another copy stays, unless none of those is intact
         # A blob the plan did not announce (say, in a pack that was unindexed then) may have
         # been reused by a backup that started after the plan: only announced blobs can go.
         return e.id in used or e.id not in announced

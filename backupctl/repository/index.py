@@ -82,19 +82,26 @@ class Index:
         self.file_names: set[str] = set()  # every index file read, superseded ones included
         self.superseded: set[str] = set()
         self.avoid = avoid
-        self._copies: dict[bytes, list[BlobEntry]] | None = None     # built on first need
+        # the copies of blobs stored more than once, but the one in ``blobs``: built on first need
+        self._copies: dict[bytes, list[BlobEntry]] | None = None
         self._copies_lock = threading.Lock()
 
     def add_pack(self, size: int, entries: list[BlobEntry]) -> None:
         if not entries:
             return
         pack_id = entries[0].pack
-        self.packs[pack_id] = size
-        self.pack_entries[pack_id] = entries
-        for e in entries:
-            old = self.blobs.get(e.id)
-            if old is None or (old.pack in self.avoid and pack_id not in self.avoid):
-                self.blobs[e.id] = e
+        with self._copies_lock:             # a backup adds packs while its reads may look for copies
+            self.packs[pack_id] = size
+            self.pack_entries[pack_id] = entries
+            for e in entries:
+                old = self.blobs.get(e.id)
+                if old is None or (old.pack in self.avoid and pack_id not in self.avoid):
+                    self.blobs[e.id] = e
+                    spare = old
+                else:
+                    spare = e
+                if spare is not None and self._copies is not None:
+                    self._copies.setdefault(e.id, []).append(spare)
 
     def lookup(self, blob_id: bytes) -> BlobEntry | None:
         return self.blobs.get(blob_id)
@@ -104,15 +111,14 @@ class Index:
         needs the others, so the map of blobs stored more than once is built at the first call."""
         with self._copies_lock:
             if self._copies is None:
-                seen: dict[bytes, list[BlobEntry]] = {}
+                spares: dict[bytes, list[BlobEntry]] = {}
                 for entries in self.pack_entries.values():
                     for e in entries:
-                        seen.setdefault(e.id, []).append(e)
-                self._copies = {bid: es for bid, es in seen.items() if len(es) > 1}
-        first = self.blobs.get(blob_id)
-        if first is None:
-            return []
-        return [first, *(e for e in self._copies.get(blob_id, ()) if e is not first)]
+                        if self.blobs[e.id] is not e:
+                            spares.setdefault(e.id, []).append(e)
+                self._copies = spares
+            first = self.blobs.get(blob_id)
+            return [] if first is None else [first, *self._copies.get(blob_id, ())]
 
     def __contains__(self, blob_id: bytes) -> bool:
         return blob_id in self.blobs
