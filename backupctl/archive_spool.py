@@ -1,4 +1,5 @@
-"""The log archive spool: files a batch push already stored, answered without the catalogue or the repository.
+"""The log archive spool: files a batch push already stored, and files a fetch read ahead, answered
+without the catalogue or the repository.
 
 A push of log file N (PostgreSQL's ``archive_command``) may store other files waiting to be
 archived in the same repository session (see engine_tools/postgresql/wal.py). After that
@@ -10,12 +11,21 @@ under the same name (WAL names start over) is stored again, never answered from 
 marker. ``backupctl wal-push`` checks the spool before it imports the catalogue (SQLAlchemy)
 or opens the repository, so a spooled file costs a Python start and a stat.
 
+A fetch (``wal-fetch``, PostgreSQL's ``restore_command``) that had to open the repository also
+fetches the segments after the one asked for, up to ``BACKUPCTL_FETCH_AHEAD_MB`` (128 MiB, as
+pgBackRest's ``archive-get-queue-max``; 0 turns it off), into ``STATE/fetched/SYSTEM/``: the
+calls for those move the file into place and are done. SYSTEM is the database system identifier
+of the data directory being recovered, so a file is only ever served to the system whose archive
+it came from. A file is served once; those before the one asked for are dropped.
+
 This module imports nothing but the standard library: it is on that fast path.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import struct
 
 
 def backupctl_home() -> str:
@@ -76,3 +86,56 @@ def take(state: str, path: str) -> bool:
     except FileNotFoundError:
         pass
     return current == recorded
+
+
+# -- read ahead of fetches ---------------------------------------------------------------------------
+def fetch_ahead_bytes() -> int:
+    try:
+        return max(0, int(os.environ.get("BACKUPCTL_FETCH_AHEAD_MB", "128"))) << 20
+    except ValueError:
+        return 128 << 20
+
+
+def system_identifier(data_dir: str) -> str | None:
+    """A PostgreSQL data directory's system identifier: the first 8 bytes of global/pg_control."""
+    try:
+        with open(os.path.join(data_dir, "global", "pg_control"), "rb") as f:
+            return str(struct.unpack("<Q", f.read(8))[0])
+    except (OSError, struct.error):
+        return None
+
+
+def fetched_dir(state: str, system: str | None) -> str:
+    """Where files fetched ahead for database system ``system`` wait."""
+    return os.path.join(state, "fetched", system or "unknown")
+
+
+def take_fetched(state: str, name: str, dest: str) -> bool:
+    """Move file ``name``, fetched ahead for the system whose data directory ``dest`` (``%p``, in
+    its pg_wal) lies in, to ``dest``. False when it was not fetched ahead."""
+    if not name or os.path.basename(name) != name or name.startswith("."):
+        return False
+    src = os.path.join(fetched_dir(state, system_identifier(os.path.dirname(os.path.dirname(os.path.abspath(dest))))),
+                       name)
+    try:
+        os.rename(src, dest)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:                    # another file system: copy, then drop the spooled one
+        pass
+    tmp = f"{dest}.backupctl-{os.getpid()}"
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except FileNotFoundError:          # served to another caller meanwhile
+        return False
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        pass
+    return True
+

@@ -7,9 +7,9 @@ the archive does not hold it (recovery then ends normally), and 126 for any othe
 taking the failure for the end of the archive and promoting too early.
 
 The server runs ``wal-push`` and ``wal-fetch`` once per file, so this module imports the
-catalogue (SQLAlchemy) only inside the commands, and ``wal-push`` answers a file that an
-earlier batch push already stored from the spool (``backupctl.archive_spool``) before
-importing it at all.
+catalogue (SQLAlchemy) only inside the commands; ``wal-push`` answers a file that an earlier
+batch push already stored, and ``wal-fetch`` one an earlier fetch read ahead, from the spool
+(``backupctl.archive_spool``) before importing it at all.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def push_command(cluster: str, path: str, org: str) -> None:
 def fetch_command(cluster: str, repository: str | None, name: str, dest: str, org: str) -> None:
     """Write archived WAL file FILE to PATH (restore_command: backupctl wal-fetch --cluster NAME %f %p)."""
     try:
+        if archive_spool.take_fetched(archive_spool.state_dir(org, cluster), name, dest):
+            return                                   # fetched ahead by an earlier call
         from backupctl.catalog.db import session_scope
         from backupctl.services import archiving as service
 

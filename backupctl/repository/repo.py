@@ -50,7 +50,9 @@ class Repository:
         self.slot = slot
         self.config = config
         self._index: Index | None = None
+        self._index_lock = threading.Lock()
         self._hints: Index | None = None     # where some blobs were stored: tried before the index
+        self._origin: Repository | None = None    # a view's repository, whose index it reads
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
@@ -90,9 +92,12 @@ class Repository:
     # -- index ---------------------------------------------------------------------------
     @property
     def index(self) -> Index:
-        if self._index is None:
-            self._index = load_index(self.store, self.key, avoid=doomed_packs(self))
-        return self._index
+        if self._origin is not None:
+            return self._origin.index
+        with self._index_lock:             # readers on several threads load it once
+            if self._index is None:
+                self._index = load_index(self.store, self.key, avoid=doomed_packs(self))
+            return self._index
 
     def reload_index(self) -> Index:
         """The index as the store holds it now (call it holding a lock). The one in memory is kept
@@ -107,13 +112,13 @@ class Repository:
 
     @property
     def index_loaded(self) -> bool:
-        return self._index is not None
+        return (self._origin or self)._index is not None
 
     def with_hints(self, hints: Index) -> "Repository":
         """This repository reading blobs where ``hints`` says first (a snapshot's index hint): the
         index of the whole repository is loaded only if a blob is not there (any more)."""
         view = copy.copy(self)
-        view._hints = hints
+        view._hints, view._origin = hints, self._origin or self
         return view
 
     # -- blobs ---------------------------------------------------------------------------

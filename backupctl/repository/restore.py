@@ -714,10 +714,15 @@ def restore_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, name: st
                    progress: Progress | None = None) -> int:
     """Write one stream (or file) of a snapshot to ``out``; returns the byte count."""
     with repo.lock("shared", "restore"):
-        hints = index_from_hint(snapshot.index_hint)
-        if hints is None or repo.index_loaded:
-            repo.reload_index()
-        return copy_stream(repo.with_hints(hints) if hints is not None else repo, snapshot, out, name, progress)
+        if repo.index_loaded:
+            repo.reload_index()        # else loaded, under this lock, by the first read that needs it
+        return copy_stream(reader_for(repo, snapshot), snapshot, out, name, progress)
+
+
+def reader_for(repo: Repository, snapshot: Snapshot) -> Repository:
+    """``repo``, reading the snapshot's blobs where it says they went first (``Snapshot.index_hint``)."""
+    hints = index_from_hint(snapshot.index_hint)
+    return repo.with_hints(hints) if hints is not None else repo
 
 
 def copy_stream(repo: Repository, snapshot: Snapshot, out: BinaryIO, name: str | None = None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +36,7 @@ from backupctl import archive_spool
 from backupctl.errors import BackupctlError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.backup import backup_paths, backup_stream
-from backupctl.repository.restore import copy_stream, restore_stream
+from backupctl.repository.restore import copy_stream, reader_for, restore_stream
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from engine_tools.postgresql import lsn as L
 
@@ -175,13 +175,7 @@ def _listing_from(seen: dict[str, Any], system_identifier: str | None = None) ->
 
 
 # -- push ------------------------------------------------------------------------------------------------
-def read_system_identifier(data_dir: str) -> str | None:
-    """The cluster's system identifier, the first 8 bytes of global/pg_control."""
-    try:
-        with open(os.path.join(data_dir, "global", "pg_control"), "rb") as f:
-            return str(struct.unpack("<Q", f.read(8))[0])
-    except (OSError, struct.error):
-        return None
+read_system_identifier = archive_spool.system_identifier     # the cluster's, from global/pg_control
 
 
 @dataclass
@@ -352,7 +346,42 @@ def fetch(repo: Repository, name: str, dest: str, *, cluster: str, org: str, sta
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    try:
+        read_ahead(repo, listing, name, archive_spool.fetched_dir(state_dir, system))
+    except (BackupctlError, OSError) as exc:      # the file asked for is in place: only later calls pay
+        print(f"backupctl: WAL after {name} was not fetched ahead: {exc}", file=sys.stderr)
     return True
+
+
+def read_ahead(repo: Repository, listing: Listing, name: str, spool: str) -> list[str]:
+    """Fetch the segments that follow segment ``name`` on its timeline, without a gap, into ``spool``
+    (see ``backupctl.archive_spool``), up to BACKUPCTL_FETCH_AHEAD_MB with what waits there already;
+    drop the files there that recovery has passed. The names fetched."""
+    cap = archive_spool.fetch_ahead_bytes()
+    if not cap or not L.is_segment(name):
+        return []
+    os.makedirs(spool, mode=0o700, exist_ok=True)
+    waiting = set()
+    for f in os.listdir(spool):
+        if f <= name:                           # passed (or, from a killed fetch, a .tmp file)
+            try:
+                os.unlink(os.path.join(spool, f))
+            except FileNotFoundError:
+                pass
+        else:
+            waiting.add(f)
+    size = listing.segment_size or L.DEFAULT_SEGMENT_SIZE
+    timeline, segno = L.parse_segment_name(name, size)
+    wanted = []
+    for n in range(1, cap // size + 1):
+        nxt = L.segment_name(timeline, segno + n, size)
+        if nxt not in listing.files:
+            break                                # recovery stops at a gap: nothing after it is needed yet
+        if nxt not in waiting:
+            wanted.append(nxt)
+    if wanted:
+        prefetch(repo, listing, wanted, spool)
+    return wanted
 
 
 # -- prefetch for a restore -------------------------------------------------------------------------------
@@ -369,17 +398,19 @@ def prefetch(repo: Repository, listing: Listing, names: list[str], spool: str, t
     def fetch_snapshot(item: tuple[str, list[str]]) -> int:
         sid, wanted = item
         snap = load_snapshot(repo.store, repo.key, sid)
+        reader = reader_for(repo, snap)
         total = 0
         for name in wanted:
             tmp = os.path.join(spool, f".{name}.tmp")
             with open(tmp, "wb") as out:
-                total += copy_stream(repo, snap, out, name=name)
+                total += copy_stream(reader, snap, out, name=name)
             os.chmod(tmp, 0o644)
             os.replace(tmp, os.path.join(spool, name))
         return total
 
     with repo.lock("shared", "restore"), ThreadPoolExecutor(max_workers=threads) as pool:
-        repo.reload_index()
+        if repo.index_loaded:
+            repo.reload_index()          # else loaded when a blob is not where its snapshot says
         sizes = list(pool.map(fetch_snapshot, by_snapshot.items()))
     return sum(len(v) for v in by_snapshot.values()), sum(sizes)
 
