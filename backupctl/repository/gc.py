@@ -128,16 +128,15 @@ def gc(repo, *, dry_run: bool = False, repack_threshold: float = 0.3,
         # Phase 1: a new plan from the current state.
         used_now = used.refresh()
         index = repo.reload_index()
-        doomed, doomed_blobs, repacked_into, verified = _choose_packs(repo, lock, index, used_now, in_plans,
-                                                                      repack_threshold, report, dry_run, log)
+        doomed, doomed_blobs, verified = _choose_packs(repo, lock, index, used_now, in_plans, repack_threshold,
+                                                       report, dry_run, log)
         if dry_run:
             return report
         if not doomed:
             report.index_files_merged += _compact(repo, lock, log)
             return report
         plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=sorted(p.hex() for p in doomed),
-                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[], complete=False,
-                    repacked_into=sorted(p.hex() for p in repacked_into))
+                    blobs=sorted(b.hex() for b in doomed_blobs), wait_for=[], complete=False)
         # Locks taken before the plan was visible may reuse doomed blobs: wait for them. Until
         # they are written the plan is incomplete, and a gc that finds it so drops it.
         lock.check_still_held()
@@ -247,9 +246,9 @@ def _packs_of(plans: list[Plan]) -> set[bytes]:
 
 def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[bytes], threshold: float,
                   report: GcReport, dry_run: bool, log
-                  ) -> tuple[set[bytes], set[bytes], list[bytes], dict[bytes, bytes | None]]:
+                  ) -> tuple[set[bytes], set[bytes], dict[bytes, set[bytes]]]:
     """Packs to delete (after repacking what they still hold that is used), the blobs leaving with
-    them, the packs the repacking wrote, and the copies read intact (blob -> pack)."""
+    them, and the copies this run read intact or wrote from verified bytes (blob -> packs)."""
     kept = _KeptCopies(index, used)
     while True:
         doomed, to_repack, unused = _mark_packs(index, kept, skip, threshold)
@@ -268,14 +267,17 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
             if pack_id not in skip:
                 doomed.add(pack_id)
                 report.orphan_packs += 1
-    written: list[bytes] = []
+    verified = {b: {p} for b, p in kept.chosen.items() if p is not None}
     if to_repack and not dry_run:
         failed, written = _repack(repo, lock, to_repack, kept, report, log)
         doomed -= failed
         doomed_blobs -= {e.id for p in failed for e in unused[p]}
+        for pack_id, (_size, entries) in written.items():
+            for e in entries:
+                verified.setdefault(e.id, set()).add(pack_id)
     elif dry_run:
         report.packs_repacked = len(to_repack)
-    return doomed, doomed_blobs, written, kept.chosen
+    return doomed, doomed_blobs, verified
 
 
 def _mark_packs(index: Index, kept: _KeptCopies, skip: set[bytes], threshold: float
@@ -303,7 +305,7 @@ def _mark_packs(index: Index, kept: _KeptCopies, skip: set[bytes], threshold: fl
 
 
 def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: _KeptCopies,
-            report: GcReport, log) -> tuple[set[bytes], list[bytes]]:
+            report: GcReport, log) -> tuple[set[bytes], Packs]:
     """Copy the used blobs of ``packs`` into new packs; sealed bytes are copied as they are, from
     another copy where the pack's is damaged. Returns the packs left as they are (a used blob in
     them has no intact copy: damage is never copied forward, nor its pack deleted) and the new packs."""
@@ -362,7 +364,7 @@ def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: 
         lock.check_still_held()   # another gc may have taken the new packs for orphans meanwhile
         save_index(repo.store, repo.key, new_packs)
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
-    return failed, list(new_packs)
+    return failed, new_packs
 
 
 def _gc_lock(repo) -> Lock:
@@ -381,7 +383,7 @@ def _gc_lock(repo) -> Lock:
 
 
 def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcReport, log,
-             keep: set[bytes] = frozenset(), verified: dict[bytes, bytes | None] | None = None) -> None:
+             keep: set[bytes] = frozenset(), verified: dict[bytes, set[bytes]] | None = None) -> None:
     """Delete the planned packs nothing needs any more.
 
     Crash-safe order: first an index without those packs (superseding every index file
@@ -399,21 +401,21 @@ def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcRe
         for e in entries:
             locations.setdefault(e.id, set()).add(pack_id)
     announced = {bytes.fromhex(b) for plan in plans for b in plan.blobs}
-    # The copies that stay must be intact before the last others go: the ones this gc read when it
-    # planned may have rotted since, and a waiting plan's packs go later. Only the copies its own
-    # repacking wrote (from bytes it verified), or that this gc has just read (``verified``: blob ->
-    # pack), are taken as they are.
-    written = {bytes.fromhex(p) for plan in plans for p in plan.repacked_into}
+    # A used blob whose planned copies go keeps a copy elsewhere: that one must read back intact
+    # first (a plan may have waited for days). Only copies this very gc run read or wrote, from
+    # bytes it verified (``verified``: blob -> packs), are taken as they are.
     verified = verified or {}
     leaving = _packs_of(plans) | keep
-    relied_on = {e.id: sorted((c for c in index.copies(e.id) if c.pack not in planned), key=lambda c: c.pack in leaving)
-                 for p in planned for e in by_pack.get(p, []) if e.id in used}
-    unchecked = {b: copies for b, copies in relied_on.items()
-                 if copies and not any(c.pack in written or c.pack == verified.get(b) for c in copies)}
+    in_planned = {e.id for p in planned for e in by_pack.get(p, [])}
+    stays = {b for b in in_planned if not locations[b] <= planned}      # once a blob: a chunk of zeros
+    unchecked = {}                                                      # has a copy in every WAL pack
+    for b in stays & used:
+        if not (locations[b] - planned) & verified.get(b, set()):
+            unchecked[b] = sorted((c for c in index.copies(b) if c.pack not in planned), key=lambda c: c.pack in leaving)
     intact = _first_good_copies(repo, unchecked, report, log) if unchecked else {}
 
     def needed(e: BlobEntry) -> bool:
-        if locations[e.id] - planned:
+        if e.id in stays:
             return intact.get(e.id, True) is None    # another copy stays, unless none of those is intact
         # A blob the plan did not announce (say, in a pack that was unindexed then) may have
         # been reused by a backup that started after the plan: only announced blobs can go.

@@ -137,7 +137,7 @@ def index_hint(packs: Packs) -> str:
 
 def index_from_hint(hint: str) -> Index | None:
     """The blobs a snapshot's index hint names, or None without a (readable) one."""
-    if not hint:
+    if not hint or not isinstance(hint, str):
         return None
     try:
         _, packs = decode_index(base64.b64decode(hint), "a snapshot's index hint")

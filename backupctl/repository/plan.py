@@ -7,7 +7,7 @@ and the index prefers copies of a blob that live outside doomed packs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PLANS_PREFIX = "gc/"
 _AAD = b"backupctl-gc-plan"
@@ -23,14 +23,10 @@ class Plan:
     # False while its gc has not yet written what it waits for (see gc.py): a plan left so by a
     # gc that died or lost its lock is dropped, never executed
     complete: bool = True
-    # hex ids of the packs its gc wrote by repacking (from verified bytes): the copies there are
-    # taken as intact when the plan executes, every other copy it relies on is read first
-    repacked_into: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps({"created": self.created, "packs": self.packs, "blobs": self.blobs,
-                           "wait_for": self.wait_for, "complete": self.complete,
-                           "repacked_into": self.repacked_into}).encode()
+                           "wait_for": self.wait_for, "complete": self.complete}).encode()
 
 
 _FIELDS = set(Plan.__dataclass_fields__) - {"id"}     # a later version's plan reads too

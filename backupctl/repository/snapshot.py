@@ -35,6 +35,7 @@ class Snapshot:
     # Where its blobs were stored (an index file's encoding, base64), written by backups that reuse
     # nothing stored (wal-push): a read of one WAL file then needs no index of the whole repository.
     # Only a hint: every blob read is verified, and one that moved since is found through the index.
+    # Stored in the summary, where releases before it read it as one more figure.
     index_hint: str = ""
     id: str = ""                    # the storage id; not part of the stored JSON
 
@@ -47,6 +48,7 @@ class Snapshot:
 
 
 _FIELDS = {f.name for f in fields(Snapshot)} - {"id"}
+_HINT = "index_hint"
 
 
 def now_iso() -> str:
@@ -56,8 +58,9 @@ def now_iso() -> str:
 def save_snapshot(store: Store, key: MasterKey, snap: Snapshot) -> str:
     body = snap.to_dict()
     body.pop("id")
-    if not body["index_hint"]:
-        del body["index_hint"]      # snapshots without one stay readable by releases before it
+    hint = body.pop("index_hint")
+    if hint:
+        body["summary"] = {**body["summary"], _HINT: hint}
     sealed = key.encrypt(json.dumps(body).encode(), _AAD)
     snap.id = hashlib.sha256(sealed).hexdigest()
     store.put(SNAPSHOTS_PREFIX + snap.id, sealed)
@@ -66,8 +69,12 @@ def save_snapshot(store: Store, key: MasterKey, snap: Snapshot) -> str:
 
 def load_snapshot(store: Store, key: MasterKey, snap_id: str) -> Snapshot:
     raw = key.decrypt(store.get(SNAPSHOTS_PREFIX + snap_id), _AAD, f"snapshot {snap_id[:8]}")
-    d = json.loads(raw)
-    return Snapshot(id=snap_id, **{k: v for k, v in d.items() if k in _FIELDS})   # a later release's fields: ignored
+    d = {k: v for k, v in json.loads(raw).items() if k in _FIELDS}     # a later release's fields: ignored
+    summary = d.get("summary")
+    if isinstance(summary, dict) and _HINT in summary:
+        d["summary"] = {k: v for k, v in summary.items() if k != _HINT}
+        d["index_hint"] = summary[_HINT]
+    return Snapshot(id=snap_id, **d)
 
 
 def list_snapshot_ids(store: Store) -> list[str]:

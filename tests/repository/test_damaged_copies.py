@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,10 @@ from backupctl.errors import IntegrityError
 from backupctl.repository import Repository
 from backupctl.repository.backup import backup_paths
 from backupctl.repository.check import check_repository
-from backupctl.repository.gc import GcReport, _KeptCopies, _repack, gc
+from backupctl.repository.gc import GcReport, _execute, _KeptCopies, _repack, gc
 from backupctl.repository.index import Index
 from backupctl.repository.pack import BlobEntry
-from backupctl.repository.plan import doomed_packs
+from backupctl.repository.plan import Plan, doomed_packs
 from backupctl.repository.pack import pack_name
 from backupctl.repository.restore import restore_snapshot, restore_stream
 from backupctl.repository.tree import walk_tree
@@ -399,3 +400,66 @@ def test_gc_leaves_a_pack_it_cannot_repack_and_goes_on(fs_repo_url, tmp_path):
     with Repository.open(fs_repo_url, PASSWORD) as repo:
         result = check_repository(repo, read_data=True)
     assert result.damaged_snapshots == [only_f.id] and damaged >= 1
+
+
+def test_a_plan_that_waits_reads_the_copies_its_repack_wrote_before_it_deletes(fs_repo_url, tmp_path):
+    """A repack's copies were taken as intact however long the plan waited: if they rotted
+    meanwhile, the plan deleted the original pack, whose copies were good (from a review)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(SIZE)
+    (src / "f").write_bytes(data)
+    (src / "g").write_bytes(os.urandom(3 * SIZE))
+    Repository.init(fs_repo_url, PASSWORD).close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        both = backup_paths(repo, [str(src)])
+    (src / "g").unlink()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        only_f = backup_paths(repo, [str(src)])              # f's blobs reused from the first pack
+        repo.forget(both)                                    # g unused: that pack is repacked
+        chunks = _file_chunks(repo, only_f.id)
+        original = {repo.index.lookup(c).pack for c in chunks}
+    assert len(original) == 1
+    holder = Repository.open(fs_repo_url, PASSWORD)
+    running = holder.lock("shared", "a backup that runs")    # the plan must wait for it
+    try:
+        with Repository.open(fs_repo_url, PASSWORD) as repo:
+            report = gc(repo)
+        assert report.plans_waiting == 1 and report.packs_repacked == 1
+    finally:
+        running.release()
+        holder.close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo:     # the repacked copies rot while it waits
+        repacked = [c for cid in chunks for c in repo.index.copies(cid) if c.pack not in original]
+    assert len(repacked) == len(chunks)
+    for c in repacked:
+        _flip(fs_repo_url, c)
+    with Repository.open(fs_repo_url, PASSWORD) as repo:
+        report = gc(repo)                                    # executes the plan
+    assert report.damaged_copies >= len(chunks)
+    assert _restored(fs_repo_url, only_f.id, tmp_path / "out") == data
+
+
+def test_executing_a_plan_looks_at_the_copies_of_each_blob_once(fs_repo_url, monkeypatch):
+    """wal-push stores every chunk again, so a chunk that recurs in WAL (zeros at a switched
+    segment's tail) has a copy in nearly every archive pack: ~43,000 for a segment a minute kept
+    30 days. Executing a plan listed and sorted every copy once per planned copy: minutes of
+    work for one blob (from a review). Once per blob now."""
+    Repository.init(fs_repo_url, PASSWORD).close()
+    with Repository.open(fs_repo_url, PASSWORD) as repo, repo.lock("gc", "gc") as lock:
+        zero = os.urandom(32)
+        packs = [os.urandom(32) for _ in range(2000)]
+        index = Index()
+        for p in packs:        # each archive pack: its copy of the zero chunk and a blob of its own
+            index.add_pack(1000, [BlobEntry(zero, 0, 1, p, 0, 100, 4 << 20),
+                                  BlobEntry(os.urandom(32), 0, 0, p, 100, 500, 500)])
+        repo._index = index
+        calls: list[bytes] = []
+        copies = Index.copies
+        monkeypatch.setattr(Index, "copies", lambda self, b: calls.append(b) or copies(self, b))
+        plan = Plan(id=os.urandom(16).hex(), created=time.time(), packs=[p.hex() for p in packs[1000:]],
+                    blobs=[], wait_for=[])
+        report = GcReport()
+        # the staying copy in packs[0] was just read intact by this run: nothing to read again
+        _execute(repo, lock, [plan], {zero}, report, lambda _m: None, verified={zero: {packs[0]}})
+    assert calls == [] and report.copies_verified == 0 and report.packs_deleted == 0   # packs are fake
