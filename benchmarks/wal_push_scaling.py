@@ -26,6 +26,15 @@ Steps:
     drained as PostgreSQL's archiver does, one archive_command per segment in order,
     renaming .ready to .done after each; timed whole. backupctl's first call stores
     the ready segments as one batch and the calls for those answer from its spool.
+  5 fetch: --fetch-samples consecutive archived segments fetched one by one, in order, as
+    recovery's restore_command does (a process each as `postgres`, into the data
+    directory's pg_wal/RECOVERYXLOG): backupctl `wal-fetch` as it is (reading ahead) and
+    with BACKUPCTL_FETCH_AHEAD_MB=0, pgBackRest `archive-get` (synchronous, its default;
+    its archive-async=y would read ahead too). Each round starts with backupctl's read-ahead
+    spool empty. Then again after --index-blobs entries are added to backupctl's
+    repository index: what a large repository's index holds (1,000,000 blobs: about 1 TB
+    of backed-up data). They name packs that do not exist; nothing reads them, only a
+    tool that loads the whole index pays for them.
 
 Prints, per checkpoint, the median and the slowest timed push of each tool, the
 ratio pgBackRest / backupctl, and the number of index files in backupctl's
@@ -53,6 +62,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 BACKUPCTL = backupctl_executable()
 PGBACKREST = shutil.which("pgbackrest") or "/usr/bin/pgbackrest"
 CLUSTER = "walbench"
+FETCHERS = ("backupctl", "backupctl-no-ahead", "pgbackrest")
 
 
 def run(cmd: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
@@ -177,6 +187,39 @@ class World:
     def index_files(self) -> int:
         return sum(1 for _ in (self.bc_repo / "index").iterdir())
 
+    def timed_fetch(self, tool: str, segment: Path) -> float:
+        dest = self.data / "pg_wal" / "RECOVERYXLOG"
+        env = self.env
+        if tool.startswith("backupctl"):
+            cmd = as_pg([BACKUPCTL, "wal-fetch", "--cluster", CLUSTER, segment.name, str(dest)])
+            if tool == "backupctl-no-ahead":
+                env = {**env, "BACKUPCTL_FETCH_AHEAD_MB": "0"}
+        else:
+            cmd = as_pg([PGBACKREST, f"--config={self.pgbr_conf}", f"--stanza={CLUSTER}", "archive-get",
+                         segment.name, str(dest)])
+        t0 = time.perf_counter()
+        run(cmd, env=env)
+        elapsed = time.perf_counter() - t0
+        if dest.read_bytes() != segment.read_bytes():
+            raise RuntimeError(f"{tool} fetched other bytes for {segment.name}")
+        dest.unlink()
+        return elapsed
+
+    def add_index_entries(self, blobs: int) -> None:
+        """``blobs`` more entries in backupctl's index (16 a pack, as 1 MiB chunks in 16 MiB packs)."""
+        from backupctl.repository import Repository
+        from backupctl.repository.index import save_index
+        from backupctl.repository.pack import BlobEntry
+
+        with Repository.open(str(self.bc_repo), self.password) as repo:
+            packs = {}
+            for _ in range(blobs // 16):
+                pack = os.urandom(32)
+                packs[pack] = (16 << 20, [BlobEntry(os.urandom(32), 0, 1, pack, i << 20, 1 << 19, 1 << 20)
+                                          for i in range(16)])
+            save_index(repo.store, repo.key, packs)
+        run(["chown", "-R", "postgres:postgres", str(self.bc_repo)])
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -186,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backlog", type=int, default=128, help="segments in the backlog drained at the end (0: none)")
     ap.add_argument("--segment-mb", type=int, default=1, choices=(1, 2, 4, 8, 16, 32, 64),
                     help="WAL segment size (initdb --wal-segsize); 16 is PostgreSQL's default")
+    ap.add_argument("--fetch-samples", type=int, default=10, help="timed fetches per tool and repository size "
+                    "(0: none)")
+    ap.add_argument("--index-blobs", type=int, default=1_000_000,
+                    help="index entries added to backupctl's repository before the second round of fetches")
     ap.add_argument("--workdir", help="create the work directory inside this directory")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json-out", help="write every measurement to this file")
@@ -224,6 +271,22 @@ def main(argv: list[str] | None = None) -> int:
                                   **{tool: w.drain_backlog(tool, backlog) for tool in ("backupctl", "pgbackrest")}}
             log(f"backlog of {len(backlog)}: backupctl {results['backlog']['backupctl']:.1f} s, "
                 f"pgBackRest {results['backlog']['pgbackrest']:.1f} s")
+        if args.fetch_samples:
+            fetched = segments[:args.fetch_samples]
+            results["fetch"] = []
+            for extra in (0, args.index_blobs):
+                if extra:
+                    w.add_index_entries(extra)
+                row = {"index_blobs_added": extra}
+                for tool in FETCHERS:
+                    shutil.rmtree(w.bc_home / "archive" / "default" / CLUSTER / "fetched", ignore_errors=True)
+                    wait_idle()
+                    times = [w.timed_fetch(tool, s) for s in fetched]
+                    row[tool] = {"total_s": sum(times), "median_s": statistics.median(times), "max_s": max(times),
+                                 "times_s": times}
+                results["fetch"].append(row)
+                log(f"fetch with {extra} index entries added: " + ", ".join(
+                    f"{t} {row[t]['total_s']:.2f} s" for t in FETCHERS))
     finally:
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(results, indent=2))
@@ -247,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
               f"({b['segments'] / b['backupctl']:.0f} segments/s, {mb / b['backupctl']:.0f} MB/s), pgBackRest "
               f"{b['pgbackrest']:.1f} s ({b['segments'] / b['pgbackrest']:.0f} segments/s, "
               f"{mb / b['pgbackrest']:.0f} MB/s), ratio {b['pgbackrest'] / b['backupctl']:.2f}")
+    for row in results.get("fetch", []):
+        pb = row["pgbackrest"]["total_s"]
+        print(f"{args.fetch_samples} consecutive segments fetched as recovery does, {row['index_blobs_added']:,} "
+              "blobs added to backupctl's index: " + ", ".join(
+                  f"{t} {row[t]['total_s']:.2f} s (median {row[t]['median_s'] * 1000:.0f} ms, ratio "
+                  f"{pb / row[t]['total_s']:.2f})" for t in FETCHERS))
+    if results.get("fetch"):
+        print("ratio: pgBackRest total / the tool's total (above 1: faster than pgBackRest)")
     return 0
 
 
