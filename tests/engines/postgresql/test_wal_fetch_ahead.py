@@ -114,3 +114,24 @@ def test_wal_fetch_answers_from_the_spool_without_the_catalogue(tmp_path):
     assert dest.read_bytes() == b"w" * 4096 and not (spool / SEGMENTS[1]).exists()
     missed = fetch(SEGMENTS[2])
     assert missed.returncode == 126, missed.stderr
+
+
+def test_a_file_fetched_ahead_is_copied_to_another_file_system(tmp_path, monkeypatch):
+    """rename(2) cannot cross file systems (BACKUPCTL_HOME on one, the data directory on another):
+    the file is copied into place, then dropped from the spool."""
+    import errno
+
+    state = str(tmp_path / "state")
+    restored = _data_dir(tmp_path / "restored", 7)
+    spool = Path(archive_spool.fetched_dir(state, "7"))
+    spool.mkdir(parents=True)
+    (spool / SEGMENTS[1]).write_bytes(b"segment" * 1000)
+
+    def cross_device(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(archive_spool.os, "rename", cross_device)
+    dest = restored / "pg_wal" / "RECOVERYXLOG"
+    assert archive_spool.take_fetched(state, SEGMENTS[1], str(dest))
+    assert dest.read_bytes() == b"segment" * 1000 and not (spool / SEGMENTS[1]).exists()
+    assert sorted(os.listdir(restored / "pg_wal")) == ["RECOVERYXLOG", "archive_status"]   # no temporary left
