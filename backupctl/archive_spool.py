@@ -122,20 +122,23 @@ def take_fetched(state: str, name: str, dest: str) -> bool:
         return True
     except FileNotFoundError:
         return False
-    except OSError:                    # another file system: copy, then drop the spooled one
+    except OSError:                    # another file system, or a spool this user may not change: copy
         pass
+    try:
+        spooled = open(src, "rb")
+    except OSError:                    # gone meanwhile, or not this user's: not fetched ahead, as far
+        return False                   # as this call goes (the repository has it)
     tmp = f"{dest}.backupctl-{os.getpid()}"
     try:
-        shutil.copyfile(src, tmp)
+        with spooled, open(tmp, "wb") as out:    # failing to write the destination is a failure
+            shutil.copyfileobj(spooled, out, 1 << 20)
         os.replace(tmp, dest)
-    except FileNotFoundError:          # served to another caller meanwhile
-        return False
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     try:
         os.unlink(src)
-    except FileNotFoundError:
+    except OSError:
         pass
     return True
 

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from backupctl import archive_spool
+from backupctl.durable import fsync_dir
 from backupctl.errors import BackupctlError, UsageError
 from backupctl.repository import Repository, Snapshot
 from backupctl.repository.backup import backup_paths, backup_stream
@@ -353,32 +355,41 @@ def fetch(repo: Repository, name: str, dest: str, *, cluster: str, org: str, sta
     return True
 
 
+# A temporary file in the read-ahead spool older than this was left by a killed fetch; younger,
+# another process may still be writing it.
+STALE_TEMPORARY = 3600
+
+
 def read_ahead(repo: Repository, listing: Listing, name: str, spool: str) -> list[str]:
     """Fetch the segments that follow segment ``name`` on its timeline, without a gap, into ``spool``
-    (see ``backupctl.archive_spool``), up to BACKUPCTL_FETCH_AHEAD_MB with what waits there already;
-    drop the files there that recovery has passed. The names fetched."""
+    (see ``backupctl.archive_spool``), up to BACKUPCTL_FETCH_AHEAD_MB; drop every other file there
+    (passed, another timeline's, or left by a recovery that ended elsewhere), so the spool never
+    holds more than that. The names fetched."""
     cap = archive_spool.fetch_ahead_bytes()
-    if not cap or not L.is_segment(name):
-        return []
-    os.makedirs(spool, mode=0o700, exist_ok=True)
+    window: list[str] = []
+    if cap and L.is_segment(name):
+        size = listing.segment_size or L.DEFAULT_SEGMENT_SIZE
+        timeline, segno = L.parse_segment_name(name, size)
+        for n in range(1, cap // size + 1):
+            nxt = L.segment_name(timeline, segno + n, size)
+            if nxt not in listing.files:
+                break                            # recovery stops at a gap: nothing after it is needed yet
+            window.append(nxt)
+    if not os.path.isdir(spool):
+        if not window:
+            return []
+        os.makedirs(spool, mode=0o700)
     waiting = set()
     for f in os.listdir(spool):
-        if f <= name:                           # passed (or, from a killed fetch, a .tmp file)
-            try:
-                os.unlink(os.path.join(spool, f))
-            except FileNotFoundError:
-                pass
-        else:
-            waiting.add(f)
-    size = listing.segment_size or L.DEFAULT_SEGMENT_SIZE
-    timeline, segno = L.parse_segment_name(name, size)
-    wanted = []
-    for n in range(1, cap // size + 1):
-        nxt = L.segment_name(timeline, segno + n, size)
-        if nxt not in listing.files:
-            break                                # recovery stops at a gap: nothing after it is needed yet
-        if nxt not in waiting:
-            wanted.append(nxt)
+        path = os.path.join(spool, f)
+        try:
+            if f in window:
+                waiting.add(f)
+            elif not (f.startswith(".") and time.time() - os.stat(path).st_mtime < STALE_TEMPORARY):
+                os.unlink(path)                  # (a young temporary file: another process is writing it)
+        except FileNotFoundError:
+            pass                                 # taken or renamed meanwhile
+    wanted = [n for n in window if n not in waiting]
     if wanted:
         prefetch(repo, listing, wanted, spool)
     return wanted
@@ -401,17 +412,25 @@ def prefetch(repo: Repository, listing: Listing, names: list[str], spool: str, t
         reader = reader_for(repo, snap)
         total = 0
         for name in wanted:
-            tmp = os.path.join(spool, f".{name}.tmp")
-            with open(tmp, "wb") as out:
-                total += copy_stream(reader, snap, out, name=name)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, os.path.join(spool, name))
+            # a name of its own: another process may be fetching the same file into the same spool
+            fd, tmp = tempfile.mkstemp(dir=spool, prefix=f".{name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    total += copy_stream(reader, snap, out, name=name)
+                    out.flush()
+                    os.fsync(out.fileno())   # whole before it has the name a restore_command serves
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, os.path.join(spool, name))
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         return total
 
     with repo.lock("shared", "restore"), ThreadPoolExecutor(max_workers=threads) as pool:
         if repo.index_loaded:
             repo.reload_index()          # else loaded when a blob is not where its snapshot says
         sizes = list(pool.map(fetch_snapshot, by_snapshot.items()))
+    fsync_dir(spool)
     return sum(len(v) for v in by_snapshot.values()), sum(sizes)
 
 
