@@ -515,10 +515,13 @@ class _FileWriter:
         return os.open(path, _WRITE), False
 
     def _pwrite(self, f: _OpenFile, view: memoryview, offset: int) -> int:
+        fd, direct = f.fd, f.direct
         try:
-            return os.pwrite(f.fd, view, offset)
+            return os.pwrite(fd, view, offset)
         except OSError as exc:
-            if exc.errno != errno.EINVAL or not f.direct:
+            # whether *this* write went to the O_DIRECT descriptor: another window's writer may
+            # have replaced it since, and this one must then retry, not fail
+            if exc.errno != errno.EINVAL or not (direct or fd in f.spent_fds):
                 raise
         with f.lock:     # opened with O_DIRECT, but refused at the first write (FUSE, larger blocks)
             if f.direct:
