@@ -158,6 +158,31 @@ def test_gc_repacks_a_good_copy_of_a_blob_damaged_in_the_pack_it_repacks(fs_repo
             == data
 
 
+def _gc_while_a_backup_runs(url: str) -> GcReport:
+    """gc while another process holds a lock: its plan waits for the next gc."""
+    with Repository.open(url, PASSWORD) as holder, holder.lock("shared", "a backup that runs"):
+        with Repository.open(url, PASSWORD) as repo:
+            return gc(repo)
+
+
+def _f_in_a_pack_gc_repacks(url: str, tmp_path: Path):
+    """A new repository whose one snapshot holds file f, stored in a pack that mostly holds g,
+    which no snapshot uses any more (gc repacks that pack); f's bytes and that snapshot."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(SIZE)
+    (src / "f").write_bytes(data)
+    (src / "g").write_bytes(os.urandom(3 * SIZE))
+    Repository.init(url, PASSWORD).close()
+    with Repository.open(url, PASSWORD) as repo:
+        both = backup_paths(repo, [str(src)])
+    (src / "g").unlink()
+    with Repository.open(url, PASSWORD) as repo:
+        only_f = backup_paths(repo, [str(src)])              # f's blobs reused from the first pack
+        repo.forget(both)
+    return data, only_f
+
+
 # -- from a review ------------------------------------------------------------------------------
 def _file_chunks(repo, snapshot_id: str) -> list[bytes]:
     node = next(n for n in walk_tree(repo, repo.find_snapshot(snapshot_id).tree) if n.chunks)
@@ -172,16 +197,9 @@ def test_a_plan_that_waits_deletes_the_good_copies_when_the_kept_one_is_damaged_
     lost."""
     data = os.urandom(SIZE)
     first, second = _stored_twice(fs_repo_url, tmp_path, data)
-    holder = Repository.open(fs_repo_url, PASSWORD)
-    running = holder.lock("shared", "a backup that runs")      # the plan must wait for it
-    try:
-        with Repository.open(fs_repo_url, PASSWORD) as repo:
-            report = gc(repo)
-        assert report.plans_waiting == 1 and report.packs_deleted == 0
-        assert report.copies_verified >= 2 and report.damaged_copies == 0
-    finally:
-        running.release()
-        holder.close()
+    report = _gc_while_a_backup_runs(fs_repo_url)
+    assert report.plans_waiting == 1 and report.packs_deleted == 0
+    assert report.copies_verified >= 2 and report.damaged_copies == 0
     # the copies gc kept (the index prefers them: the others are in the plan) rot meanwhile
     assert _damage_read_copies(fs_repo_url, second) >= 2
     with Repository.open(fs_repo_url, PASSWORD) as repo:       # while the plan waited, reads still work
@@ -375,22 +393,12 @@ def test_copies_built_while_a_pack_is_added_does_not_crash():
 def test_gc_leaves_a_pack_it_cannot_repack_and_goes_on(fs_repo_url, tmp_path):
     """A used blob with one copy, damaged, in a pack gc repacks: gc raised on every run from then on
     (no space freed again). It leaves that pack as it is, says so, and does the rest."""
-    src, other = tmp_path / "src", tmp_path / "other"
-    src.mkdir()
+    data, only_f = _f_in_a_pack_gc_repacks(fs_repo_url, tmp_path)
+    other = tmp_path / "other"
     other.mkdir()
-    data = os.urandom(SIZE)
-    (src / "f").write_bytes(data)
-    (src / "g").write_bytes(os.urandom(3 * SIZE))
     (other / "h").write_bytes(os.urandom(SIZE))
-    Repository.init(fs_repo_url, PASSWORD).close()
     with Repository.open(fs_repo_url, PASSWORD) as repo:
-        both = backup_paths(repo, [str(src)])
-    (src / "g").unlink()
-    with Repository.open(fs_repo_url, PASSWORD) as repo:
-        only_f = backup_paths(repo, [str(src)])                 # f's blobs reused from the first pack
-        forgotten = backup_paths(repo, [str(other)])
-        repo.forget(both)                                       # g unused: its pack is repacked
-        repo.forget(forgotten)                                  # h's pack is simply deleted
+        repo.forget(backup_paths(repo, [str(other)]))           # h's pack is simply deleted
     damaged = _damage_read_copies(fs_repo_url, only_f.id)
     messages: list[str] = []
     with Repository.open(fs_repo_url, PASSWORD) as repo:
@@ -405,30 +413,13 @@ def test_gc_leaves_a_pack_it_cannot_repack_and_goes_on(fs_repo_url, tmp_path):
 def test_a_plan_that_waits_reads_the_copies_its_repack_wrote_before_it_deletes(fs_repo_url, tmp_path):
     """A repack's copies were taken as intact however long the plan waited: if they rotted
     meanwhile, the plan deleted the original pack, whose copies were good (from a review)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    data = os.urandom(SIZE)
-    (src / "f").write_bytes(data)
-    (src / "g").write_bytes(os.urandom(3 * SIZE))
-    Repository.init(fs_repo_url, PASSWORD).close()
+    data, only_f = _f_in_a_pack_gc_repacks(fs_repo_url, tmp_path)
     with Repository.open(fs_repo_url, PASSWORD) as repo:
-        both = backup_paths(repo, [str(src)])
-    (src / "g").unlink()
-    with Repository.open(fs_repo_url, PASSWORD) as repo:
-        only_f = backup_paths(repo, [str(src)])              # f's blobs reused from the first pack
-        repo.forget(both)                                    # g unused: that pack is repacked
         chunks = _file_chunks(repo, only_f.id)
         original = {repo.index.lookup(c).pack for c in chunks}
     assert len(original) == 1
-    holder = Repository.open(fs_repo_url, PASSWORD)
-    running = holder.lock("shared", "a backup that runs")    # the plan must wait for it
-    try:
-        with Repository.open(fs_repo_url, PASSWORD) as repo:
-            report = gc(repo)
-        assert report.plans_waiting == 1 and report.packs_repacked == 1
-    finally:
-        running.release()
-        holder.close()
+    report = _gc_while_a_backup_runs(fs_repo_url)
+    assert report.plans_waiting == 1 and report.packs_repacked == 1
     with Repository.open(fs_repo_url, PASSWORD) as repo:     # the repacked copies rot while it waits
         repacked = [c for cid in chunks for c in repo.index.copies(cid) if c.pack not in original]
     assert len(repacked) == len(chunks)

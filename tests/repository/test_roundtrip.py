@@ -409,9 +409,10 @@ def test_a_window_buffer_places_bytes_and_other_buffers_alike():
     assert bytes(buf.view[15:100]) == bytes(85)
 
 
-def test_a_file_system_that_refuses_o_direct_writes_gets_them_through_the_page_cache(fs_repo_url, tmp_path,
-                                                                                      monkeypatch):
-    """Some file systems (FUSE, blocks larger than 4 KiB) open with O_DIRECT but refuse the writes."""
+def _restored_with_o_direct_writes_refused(url: str, tmp_path, monkeypatch, before_refusal=lambda: None) -> int:
+    """Restore a 3 MiB file in 64 KiB windows on a file system (faked) that opens files with
+    O_DIRECT but refuses those writes (FUSE, blocks larger than 4 KiB); check its bytes and
+    return how many writes were refused. ``before_refusal`` runs in the writer before each refusal."""
     import errno
     import fcntl
 
@@ -420,6 +421,7 @@ def test_a_file_system_that_refuses_o_direct_writes_gets_them_through_the_page_c
     def pwrite(fd, data, offset):
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
             refused.append(fd)
+            before_refusal()
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_pwrite(fd, data, offset)
 
@@ -428,42 +430,32 @@ def test_a_file_system_that_refuses_o_direct_writes_gets_them_through_the_page_c
     monkeypatch.setattr(restore.os, "pwrite", pwrite)
     src = tmp_path / "src"
     write_random(src / "big.bin", 3 * 1024 * 1024 + 5, seed=3)
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)])
-    restore_snapshot(repo, snap, str(tmp_path / "out"))
-    assert refused and (tmp_path / "out" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    repo = Repository.init(url, PASSWORD)
+    restore_snapshot(repo, backup_paths(repo, [str(src)]), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    return len(refused)
+
+
+def test_a_file_system_that_refuses_o_direct_writes_gets_them_through_the_page_cache(fs_repo_url, tmp_path,
+                                                                                      monkeypatch):
+    assert _restored_with_o_direct_writes_refused(fs_repo_url, tmp_path, monkeypatch) >= 1
 
 
 def test_writers_refused_o_direct_at_the_same_moment_all_write_again(fs_repo_url, tmp_path, monkeypatch):
     """Two windows' writers refused by the O_DIRECT descriptor at once: the one that found it
     replaced already failed the restore instead of writing again (seen once under CI's load)."""
-    import errno
-    import fcntl
     import threading
 
-    real_pwrite, refused = os.pwrite, []
     together = threading.Barrier(2, timeout=2)
 
-    def pwrite(fd, data, offset):
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
-            refused.append(fd)
-            try:
-                if together.wait() == 0:         # both refused by the same descriptor; one of them
-                    time.sleep(0.3)              # is handled after the other replaced it
-            except threading.BrokenBarrierError:
-                pass
-            raise OSError(errno.EINVAL, "Invalid argument")
-        return real_pwrite(fd, data, offset)
+    def one_after_the_other() -> None:
+        try:
+            if together.wait() == 0:         # both refused by the same descriptor; one of them is
+                time.sleep(0.3)              # handled after the other replaced it
+        except threading.BrokenBarrierError:
+            pass
 
-    monkeypatch.setattr(restore, "WINDOW", 64 * 1024)
-    monkeypatch.setattr(restore, "DIRECT_MIN", 0)
-    monkeypatch.setattr(restore.os, "pwrite", pwrite)
-    src = tmp_path / "src"
-    write_random(src / "big.bin", 3 * 1024 * 1024 + 5, seed=4)
-    repo = Repository.init(fs_repo_url, PASSWORD)
-    snap = backup_paths(repo, [str(src)])
-    restore_snapshot(repo, snap, str(tmp_path / "out"))
-    assert len(refused) >= 2 and (tmp_path / "out" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    assert _restored_with_o_direct_writes_refused(fs_repo_url, tmp_path, monkeypatch, one_after_the_other) >= 2
 
 
 
