@@ -13,7 +13,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from backupctl.errors import BackupctlError
+from backupctl.errors import BackupctlError, LockedError
 from backupctl.progress import Progress
 from backupctl.repository.index import load_index
 from backupctl.repository.lock import list_locks
@@ -53,7 +53,7 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
                      progress: Progress | None = None, threads: int = 4) -> CheckResult:
     progress = progress or Progress()
     result = CheckResult()
-    with repo.lock("shared", "check"):
+    with repo.lock("shared", "check") as lock:
         snapshot_ids = list_snapshot_ids(repo.store)  # before the index: it then covers them all
         stored = dict(repo.store.list("data/"))
         try:
@@ -120,6 +120,12 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
         for lk in list_locks(repo.store, repo.key):
             if lk.is_stale():
                 result.warnings.append(f"stale {lk.describe()}; it is ignored")
+        try:
+            lock.check_still_held()
+        except LockedError:
+            result.errors.append("this check's lock may have looked stale to other processes while it ran (its "
+                                 "refreshes failed, or the process was paused): a gc may have deleted packs it "
+                                 "then found missing; run the check again")
     return result
 
 

@@ -164,28 +164,28 @@ def _first_good_copies(repo, candidates: dict[bytes, list[BlobEntry]], report: G
     request per blob: the first choices, then the next for blobs whose choice was damaged."""
     chosen: dict[bytes, BlobEntry | None] = {b: None for b, copies in candidates.items() if not copies}
     tries = {blob_id: list(copies) for blob_id, copies in candidates.items() if copies}
-    while tries:
-        by_pack: dict[bytes, list[BlobEntry]] = {}
-        for copies in tries.values():
-            by_pack.setdefault(copies[0].pack, []).append(copies[0])
 
-        def read_pack(item: tuple[bytes, list[BlobEntry]]) -> list[tuple[BlobEntry, str | None]]:
-            pack_id, entries = item
-            start = min(e.offset for e in entries)
+    def read_pack(item: tuple[bytes, list[BlobEntry]]) -> list[tuple[BlobEntry, str | None]]:
+        pack_id, entries = item
+        start = min(e.offset for e in entries)
+        try:
+            data = repo.store.get_range(pack_name(pack_id), start, max(e.offset + e.length for e in entries) - start)
+        except FileNotFoundError:
+            return [(e, f"pack {pack_id.hex()[:12]} holding blob {e.id.hex()[:16]} is missing") for e in entries]
+        results = []
+        for e in entries:
             try:
-                data = repo.store.get_range(pack_name(pack_id), start, max(e.offset + e.length for e in entries) - start)
-            except FileNotFoundError:
-                return [(e, f"pack {pack_id.hex()[:12]} holding blob {e.id.hex()[:16]} is missing") for e in entries]
-            results = []
-            for e in entries:
-                try:
-                    repo.open_blob(e, data[e.offset - start:e.offset - start + e.length])
-                    results.append((e, None))
-                except IntegrityError as exc:
-                    results.append((e, exc.message))
-            return results
+                repo.open_blob(e, data[e.offset - start:e.offset - start + e.length])
+                results.append((e, None))
+            except IntegrityError as exc:
+                results.append((e, exc.message))
+        return results
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        while tries:
+            by_pack: dict[bytes, list[BlobEntry]] = {}
+            for copies in tries.values():
+                by_pack.setdefault(copies[0].pack, []).append(copies[0])
             for results in pool.map(read_pack, by_pack.items()):
                 for e, error in results:
                     report.copies_verified += 1

@@ -180,3 +180,15 @@ def test_a_blob_that_does_not_match_its_entry_is_refused_whether_read_or_decoded
             repo.read_blob_into(entry, memoryview(bytearray(entry.raw_length)))
         with pytest.raises(IntegrityError, match="does not match its id|does not decompress"):
             repo.open_blob(entry, repo.store.get_range(pack_name(entry.pack), entry.offset, entry.length))
+
+
+def test_a_check_whose_lock_may_have_looked_stale_says_its_findings_may_be_a_gcs_doing(repo_with_two_snapshots,
+                                                                                       monkeypatch):
+    """A check whose lock others may have judged stale (refreshes failed, the process paused) may
+    have seen a gc delete packs under it: it says so rather than report only 'missing' packs."""
+    from backupctl.repository import lock as lock_module
+
+    root, _sa, _sb = repo_with_two_snapshots
+    monkeypatch.setattr(lock_module.Lock, "_may_look_stale", lambda self: True)
+    result = check_repository(Repository.open(str(root), PASSWORD))
+    assert not result.ok and any("may have looked stale" in e for e in result.errors)
