@@ -525,8 +525,9 @@ class _FileWriter:
                 raise
         with f.lock:     # opened with O_DIRECT, but refused at the first write (FUSE, larger blocks)
             if f.direct:
+                buffered = os.open(f.path, _WRITE)      # first: if it fails, f.fd is closed once
                 f.spent_fds.append(f.fd)
-                f.fd, f.direct = os.open(f.path, _WRITE), False
+                f.fd, f.direct = buffered, False
         return os.pwrite(f.fd, view, offset)
 
     def _open_window(self, f: _OpenFile, j: int) -> None:

@@ -365,9 +365,11 @@ def read_ahead(repo: Repository, listing: Listing, name: str, spool: str) -> lis
     (see ``backupctl.archive_spool``), up to BACKUPCTL_FETCH_AHEAD_MB; drop every other file there
     (passed, another timeline's, or left by a recovery that ended elsewhere), so the spool never
     holds more than that. The names fetched."""
+    if not L.is_segment(name):
+        return []                                # a timeline probe (history file): the spool stays
     cap = archive_spool.fetch_ahead_bytes()
     window: list[str] = []
-    if cap and L.is_segment(name):
+    if cap:
         size = listing.segment_size or L.DEFAULT_SEGMENT_SIZE
         timeline, segno = L.parse_segment_name(name, size)
         for n in range(1, cap // size + 1):
@@ -378,7 +380,7 @@ def read_ahead(repo: Repository, listing: Listing, name: str, spool: str) -> lis
     if not os.path.isdir(spool):
         if not window:
             return []
-        os.makedirs(spool, mode=0o700)
+        os.makedirs(spool, mode=0o700, exist_ok=True)
     waiting = set()
     for f in os.listdir(spool):
         path = os.path.join(spool, f)

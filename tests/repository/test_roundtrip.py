@@ -521,3 +521,52 @@ def test_read_errors_are_counted_apart_from_files_that_vanished_however_many(fs_
     summary = backup_paths(repo, [str(src)]).summary
     assert summary["warning_count"] == 151 and len(summary["warnings"]) == 100
     assert summary["unreadable_count"] == 1 and summary["unreadable"] == [f"{tmp_path}/src/secret: Permission denied"]
+
+
+def test_a_failed_reopen_after_an_o_direct_refusal_closes_no_descriptor_twice(fs_repo_url, tmp_path, monkeypatch):
+    """The refused O_DIRECT descriptor went to the spent ones before its replacement was opened: when
+    that open failed (EMFILE, the path replaced by a link), the failed restore closed it twice, the
+    second time perhaps another thread's file under the same number (from a review)."""
+    import errno
+    from collections import Counter
+
+    src = tmp_path / "src"
+    write_random(src / "big.bin", 3 * 1024 * 1024 + 5, seed=5)
+    repo = Repository.init(fs_repo_url, PASSWORD)
+    snap = backup_paths(repo, [str(src)])
+
+    real_open, real_close, real_pwrite = os.open, os.close, os.pwrite
+    direct: set[int] = set()            # descriptors opened "with O_DIRECT" (faked: works on any file system)
+    opened, closed = Counter(), Counter()
+
+    def fake_open(path, flags, *args, **kwargs):
+        if flags == restore._WRITE and str(path).endswith("big.bin"):
+            raise OSError(errno.EMFILE, "Too many open files")         # the replacement cannot be opened
+        fd = real_open(path, flags & ~getattr(os, "O_DIRECT", 0), *args, **kwargs)
+        opened[fd] += 1
+        if flags & getattr(os, "O_DIRECT", 0):
+            direct.add(fd)
+        return fd
+
+    def fake_close(fd):
+        closed[fd] += 1
+        return real_close(fd)
+
+    def fake_pwrite(fd, data, offset):
+        if fd in direct:
+            raise OSError(errno.EINVAL, "Invalid argument")             # FUSE: O_DIRECT opened, writes refused
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(restore, "_DIRECT", True)
+    monkeypatch.setattr(restore, "DIRECT_MIN", 0)
+    monkeypatch.setattr(restore.os, "open", fake_open)
+    monkeypatch.setattr(restore.os, "close", fake_close)
+    monkeypatch.setattr(restore.os, "pwrite", fake_pwrite)
+    with pytest.raises(OSError) as failed:
+        restore_snapshot(repo, snap, str(tmp_path / "out"))
+    monkeypatch.undo()
+    repo.close()
+    assert failed.value.errno == errno.EMFILE
+    assert direct, "no file was opened with O_DIRECT"
+    twice = {fd: closed[fd] - opened[fd] for fd in direct if closed[fd] > opened[fd]}
+    assert not twice, f"descriptors closed more often than opened (double close): {twice}"

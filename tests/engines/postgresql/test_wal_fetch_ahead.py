@@ -281,3 +281,18 @@ def test_a_read_ahead_leaves_another_fetchs_file_in_the_making_and_drops_a_kille
     restored = _data_dir(tmp_path / "restored", 7)
     assert _fetch(repo_url, state, SEGMENTS[0], restored / "pg_wal" / "RECOVERYXLOG")
     assert sorted(os.listdir(spool)) == [writing.name, SEGMENTS[1]]
+
+
+def test_fetching_a_history_file_leaves_the_segments_read_ahead(archive, tmp_path, monkeypatch):
+    """Recovery asks for timeline history files between segments (a probe for newer timelines):
+    such a fetch emptied the spool (from a review)."""
+    repo_url, state, contents = archive
+    monkeypatch.setenv("BACKUPCTL_FETCH_AHEAD_MB", "2")
+    history = tmp_path / "source" / "pg_wal" / "00000002.history"
+    history.write_text("1\t0/5000000\tno recovery target specified\n")
+    with Repository.open(repo_url, PASSWORD) as repo:
+        wal.push(repo, str(history), cluster="c", org="default", state_dir=state, tags=[])
+    restored = _data_dir(tmp_path / "restored", 7)
+    assert _fetch(repo_url, state, SEGMENTS[0], restored / "pg_wal" / "RECOVERYXLOG")
+    assert _fetch(repo_url, state, "00000002.history", restored / "pg_wal" / "RECOVERYHISTORY")
+    assert sorted(os.listdir(archive_spool.fetched_dir(state, "7"))) == SEGMENTS[1:3]
