@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 from backupctl import archive_spool
 from backupctl.durable import fsync_dir
@@ -88,19 +88,30 @@ def _listing_path(state_dir: str, repo: Repository) -> str:
     return os.path.join(state_dir, f"listing-{repo.config.id[:16]}.json")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+def _write_whole(path: str, fill: Callable[[BinaryIO], Any], *, durable: bool, mode: int | None = None) -> Any:
+    """Write ``path`` with ``fill`` (its result returned) through a temporary file of its own in the
+    same directory, renamed into place once whole (and, ``durable``, synced first): no reader, and
+    no other process writing the same name, ever sees part of it."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            result = fill(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        try:
+        return result
+    finally:
+        if os.path.exists(tmp):
             os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """A cache file, whole or not at all (it is rebuilt if lost)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_whole(path, lambda f: f.write(data), durable=False)
 
 
 def _describe(snap_meta: dict[str, Any], cluster: str, org: str) -> dict[str, Any] | None:
@@ -338,16 +349,7 @@ def fetch(repo: Repository, name: str, dest: str, *, cluster: str, org: str, sta
     if entry is None:
         return False
     snap = load_snapshot(repo.store, repo.key, entry.snapshot)
-    tmp = f"{dest}.backupctl-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as out:
-            restore_stream(repo, snap, out, name=name)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _write_whole(dest, lambda out: restore_stream(repo, snap, out, name=name), durable=True)
     try:
         read_ahead(repo, listing, name, archive_spool.fetched_dir(state_dir, system))
     except (BackupctlError, OSError) as exc:      # the file asked for is in place: only later calls pay
@@ -414,18 +416,9 @@ def prefetch(repo: Repository, listing: Listing, names: list[str], spool: str, t
         reader = reader_for(repo, snap)
         total = 0
         for name in wanted:
-            # a name of its own: another process may be fetching the same file into the same spool
-            fd, tmp = tempfile.mkstemp(dir=spool, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    total += copy_stream(reader, snap, out, name=name)
-                    out.flush()
-                    os.fsync(out.fileno())   # whole before it has the name a restore_command serves
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, os.path.join(spool, name))
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            # synced before it has the name a restore_command serves (readable by the server's user)
+            total += _write_whole(os.path.join(spool, name), lambda out, n=name: copy_stream(reader, snap, out, name=n),
+                                  durable=True, mode=0o644)
         return total
 
     with repo.lock("shared", "restore"), ThreadPoolExecutor(max_workers=threads) as pool:
