@@ -332,23 +332,16 @@ def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: 
             try:
                 repo.open_blob(e, sealed)  # never copy damage forward
             except IntegrityError as exc:
-                good = _first_good_copies(repo, {e.id: [c for c in kept.index.copies(e.id) if c.pack != pack_id]},
-                                          report, log).get(e.id)
-                if good is not None:
-                    sealed = repo.store.get_range(pack_name(good.pack), good.offset, good.length)
-                    try:
-                        repo.open_blob(good, sealed)      # as read again now
-                    except IntegrityError:
-                        good = None
                 report.damaged_copies += 1
+                good = _intact_copy_elsewhere(repo, kept.index, e, report, log)
                 if good is None:
                     log(f"gc: {exc.message}, and no other copy is intact: pack {pack_id.hex()[:12]} kept as it is "
                         "(run 'backupctl repo check --read-data')")
                     failed.add(pack_id)
                     break
-                log(f"gc: {exc.message}; repacked its copy from pack {good.pack.hex()[:12]} "
+                e, sealed = good
+                log(f"gc: {exc.message}; repacked its copy from pack {e.pack.hex()[:12]} "
                     "(run 'backupctl repo check --read-data')")
-                e = good
             copies.append((e, sealed))
         if pack_id in failed:
             continue
@@ -365,6 +358,28 @@ def _repack(repo, lock: Lock, packs: list[tuple[bytes, list[BlobEntry]]], kept: 
         save_index(repo.store, repo.key, new_packs)
         log(f"gc: repacked {report.blobs_repacked} blobs into {len(new_packs)} packs")
     return failed, new_packs
+
+
+def _intact_copy_elsewhere(repo, index: Index, damaged: BlobEntry, report: GcReport,
+                           log) -> tuple[BlobEntry, bytes] | None:
+    """A copy of a blob outside the pack where it is damaged that reads back intact, and its sealed
+    bytes as read and verified (what a repack copies), or None."""
+    for copy in index.copies(damaged.id):
+        if copy.pack == damaged.pack:
+            continue
+        report.copies_verified += 1
+        try:
+            sealed = repo.store.get_range(pack_name(copy.pack), copy.offset, copy.length)
+            repo.open_blob(copy, sealed)
+        except FileNotFoundError:
+            error = f"pack {copy.pack.hex()[:12]} holding blob {copy.id.hex()[:16]} is missing"
+        except IntegrityError as exc:
+            error = exc.message
+        else:
+            return copy, sealed
+        report.damaged_copies += 1
+        log(f"gc: {error} (run 'backupctl repo check --read-data')")
+    return None
 
 
 def _gc_lock(repo) -> Lock:
@@ -405,13 +420,14 @@ def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcRe
     # first (a plan may have waited for days). Only copies this very gc run read or wrote, from
     # bytes it verified (``verified``: blob -> packs), are taken as they are.
     verified = verified or {}
-    leaving = _packs_of(plans) | keep
+    # Once a blob, not once a copy: a chunk of zeros has a copy in every WAL pack.
     in_planned = {e.id for p in planned for e in by_pack.get(p, [])}
-    stays = {b for b in in_planned if not locations[b] <= planned}      # once a blob: a chunk of zeros
-    unchecked = {}                                                      # has a copy in every WAL pack
+    stays = {b for b in in_planned if not locations[b] <= planned}
+    unchecked = {}
     for b in stays & used:
         if not (locations[b] - planned) & verified.get(b, set()):
-            unchecked[b] = sorted((c for c in index.copies(b) if c.pack not in planned), key=lambda c: c.pack in leaving)
+            # copies outside the packs a waiting plan deletes later first
+            unchecked[b] = sorted((c for c in index.copies(b) if c.pack not in planned), key=lambda c: c.pack in keep)
     intact = _first_good_copies(repo, unchecked, report, log) if unchecked else {}
 
     def needed(e: BlobEntry) -> bool:
