@@ -129,6 +129,36 @@ def gc_cmd(repo_url, password_file, password_command, dry_run, repack_threshold,
                f"{report.unused_blobs} unused blobs")
     if report.plans_waiting:
         click.echo(f"gc: {report.plans_waiting} deletion plan(s) wait for running operations; run gc again later")
+    if report.unindexed_packs_kept:
+        click.echo(f"gc: kept {report.unindexed_packs_kept} pack(s) that no index lists but snapshots need; run "
+                   "'backupctl repo repair index'")
+
+
+@command.group("repair")
+def repair_group() -> None:
+    """Repair a damaged repository."""
+
+
+@repair_group.command("index")
+@repo_options
+@click.option("--read-all-packs", is_flag=True,
+              help="Read every pack's header, not only those of packs no readable index file lists.")
+@json_option
+def repair_index_cmd(repo_url, password_file, password_command, read_all_packs, as_json):
+    """Rebuild the index from the packs' own headers (after an index file was lost or damaged)."""
+    from backupctl.repository.repair import repair_index
+
+    with open_repository(repo_url, password_file, password_command) as repo, \
+            TerminalProgress("repair", enabled=False if as_json else None) as progress:
+        report = repair_index(repo, read_all_packs=read_all_packs, progress=progress,
+                              log=(lambda m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    click.echo(report.summary_line())
+    if report.damaged_packs:
+        click.echo("next: 'backupctl repo check --read-data' names the snapshots that needed the unreadable packs",
+                   err=True)
 
 
 @command.command("locks")

@@ -17,7 +17,7 @@ from backupctl.errors import BackupctlError, LockedError
 from backupctl.progress import Progress
 from backupctl.repository.index import load_index
 from backupctl.repository.lock import list_locks
-from backupctl.repository.pack import header_tail_size, pack_name, parse_header, verify_pack_id
+from backupctl.repository.pack import pack_name, read_header, verify_pack_id
 from backupctl.repository.plan import doomed_packs
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from backupctl.repository.tree import parse_lines
@@ -80,9 +80,8 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
                 mark_pack_bad(pack_id, f"pack {pack_id.hex()[:12]} has {stored[name]} bytes, the index says {size}")
                 return
             entries = index.pack_entries[pack_id]
-            tail_len = header_tail_size(size, len(entries))
             try:
-                header = parse_header(repo.key, pack_id, repo.store.get_range(name, size - tail_len, tail_len), size)
+                header = read_header(repo.store, repo.key, pack_id, size, len(entries))
             except BackupctlError as exc:
                 mark_pack_bad(pack_id, str(exc))
                 return
@@ -91,11 +90,6 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
             list(pool.map(check_header, list(index.packs)))
-        orphans = [n for n in stored if bytes.fromhex(n.rsplit("/", 1)[1]) not in index.packs]
-        if orphans:
-            result.warnings.append(f"{len(orphans)} pack(s) are in no index (left by an interrupted backup, or one "
-                                   "still running); 'backupctl repo gc' reclaims them")
-
         if read_data:
             _read_data(repo, index, stored, subset, result, bad_copies, mark_pack_bad, progress, threads)
         bad_blobs = _without_good_copy(index, bad_copies)
@@ -105,11 +99,12 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
                                    "reads use that one, and gc keeps it")
 
         # Snapshots: readable, and every blob they name is indexed and undamaged.
+        unindexed: set[bytes] = set()
         for sid in snapshot_ids:
             result.snapshots += 1
             try:
                 snap = load_snapshot(repo.store, repo.key, sid)
-                missing = _snapshot_problems(repo, index, snap, bad_blobs)
+                missing = _snapshot_problems(repo, index, snap, bad_blobs, unindexed)
             except BackupctlError as exc:
                 result.errors.append(f"snapshot {sid[:8]}: {exc}")
                 result.damaged_snapshots.append(sid)
@@ -117,6 +112,14 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
             if missing:
                 result.errors.append(f"snapshot {sid[:8]}: {missing} blob(s) missing or damaged")
                 result.damaged_snapshots.append(sid)
+        orphans = [n for n in stored if bytes.fromhex(n.rsplit("/", 1)[1]) not in index.packs]
+        if orphans and unindexed:
+            result.warnings.append(f"{len(orphans)} pack(s) are in no index, and the snapshots name {len(unindexed)} "
+                                   "blob(s) no index lists: an index file was lost or damaged; 'backupctl repo repair "
+                                   "index' lists those packs again (gc keeps the packs that hold such blobs)")
+        elif orphans:
+            result.warnings.append(f"{len(orphans)} pack(s) are in no index (left by an interrupted backup, or one "
+                                   "still running); 'backupctl repo gc' reclaims them")
         for lk in list_locks(repo.store, repo.key):
             if lk.is_stale():
                 result.warnings.append(f"stale {lk.describe()}; it is ignored")
@@ -129,7 +132,8 @@ def check_repository(repo, *, read_data: bool = False, subset: float | None = No
     return result
 
 
-def _snapshot_problems(repo, index, snap, bad_blobs: set[bytes]) -> int:
+def _snapshot_problems(repo, index, snap, bad_blobs: set[bytes], unindexed: set[bytes]) -> int:
+    """How many of the snapshot's blobs are missing or damaged; adds those no index lists to ``unindexed``."""
     problems = 0
 
     def tree_blobs():
@@ -138,6 +142,8 @@ def _snapshot_problems(repo, index, snap, bad_blobs: set[bytes]) -> int:
             bid = bytes.fromhex(t)
             if bid not in index or bid in bad_blobs:
                 problems += 1
+                if bid not in index:
+                    unindexed.add(bid)
                 raise _TreeBroken
             yield repo.read_blob(bid)
 
@@ -147,6 +153,8 @@ def _snapshot_problems(repo, index, snap, bad_blobs: set[bytes]) -> int:
                 bid = bytes.fromhex(c)
                 if bid not in index or bid in bad_blobs:
                     problems += 1
+                    if bid not in index:
+                        unindexed.add(bid)
     except _TreeBroken:
         pass
     return problems

@@ -41,10 +41,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from backupctl.errors import IntegrityError, LockedError, RepositoryError
+from backupctl.errors import BackupctlError, IntegrityError, LockedError, RepositoryError
 from backupctl.repository.index import INDEX_PREFIX, Index, Packs, read_index_files, save_index
 from backupctl.repository.lock import Lock, list_locks
-from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name
+from backupctl.repository.pack import BlobEntry, PackWriter, pack_buffer_size, pack_name, read_header
 from backupctl.repository.plan import PLANS_PREFIX, Plan, load_plans, save_plan
 from backupctl.repository.snapshot import list_snapshot_ids, load_snapshot
 from backupctl.repository.tree import walk_tree
@@ -52,6 +52,37 @@ from backupctl.repository.tree import walk_tree
 
 # Index files a writer may leave before it merges them: every operation reads them all (on S3,
 # a request each).
+def _unindexed_but_used(repo, index: Index, used: set[bytes], pack_ids: set[bytes], report: GcReport,
+                        log) -> set[bytes]:
+    """Those of ``pack_ids`` (packs no index lists) that gc must keep: they hold blobs the snapshots
+    use that no index lists either, because an index file was lost or damaged ('repo repair index'
+    lists them again); or, while such blobs are missing, their header cannot be read. A healthy
+    repository has no such blobs, and then no header is read."""
+    missing = used - index.blobs.keys()
+    if not missing or not pack_ids:
+        return set()
+
+    def why_keep(pack_id: bytes) -> str | None:
+        try:
+            held = sum(e.id in missing for e in read_header(repo.store, repo.key, pack_id,
+                                                               repo.store.size(pack_name(pack_id))))
+        except FileNotFoundError:
+            return None
+        except BackupctlError as exc:
+            return f"its header cannot be read ({exc.message}) and {len(missing)} used blob(s) are in no index"
+        return f"it holds {held} blob(s) the snapshots use" if held else None
+
+    kept = set()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for pack_id, why in zip(sorted(pack_ids), pool.map(why_keep, sorted(pack_ids))):
+            if why:
+                kept.add(pack_id)
+                log(f"gc: pack {pack_id.hex()[:12]} is in no index, but {why}: kept; run 'backupctl repo repair "
+                    "index' to list it again")
+    report.unindexed_packs_kept += len(kept)
+    return kept
+
+
 MAX_INDEX_FILES = 32
 COMPACTION = "index compaction"     # the purpose of a writer's gc lock
 COMPACTION_WAIT = 60                # seconds gc waits for a merge (it takes seconds) to finish
@@ -71,6 +102,7 @@ class GcReport:
     index_files_merged: int = 0
     copies_verified: int = 0            # kept copies read before other copies were reclaimed
     damaged_copies: int = 0             # of those, the damaged ones (another copy kept instead)
+    unindexed_packs_kept: int = 0       # in no index, but holding blobs snapshots use that no index lists
     dry_run: bool = False
 
 
@@ -261,12 +293,11 @@ def _choose_packs(repo, lock: Lock, index: Index, used: set[bytes], skip: set[by
     # Packs no index lists: a backup was killed, or is still writing (the plan waits for it). Listed
     # before the repacking, whose packs this index does not list.
     indexed = {pack_name(p) for p in index.packs}
-    for name, _size in repo.store.list("data/"):
-        if name not in indexed:
-            pack_id = bytes.fromhex(name.rsplit("/", 1)[1])
-            if pack_id not in skip:
-                doomed.add(pack_id)
-                report.orphan_packs += 1
+    orphans = {bytes.fromhex(name.rsplit("/", 1)[1]) for name, _size in repo.store.list("data/")
+               if name not in indexed} - skip
+    orphans -= _unindexed_but_used(repo, index, used, orphans, report, log)
+    doomed |= orphans
+    report.orphan_packs += len(orphans)
     verified = {b: {p} for b, p in kept.chosen.items() if p is not None}
     if to_repack and not dry_run:
         failed, written = _repack(repo, lock, to_repack, kept, report, log)
@@ -438,7 +469,9 @@ def _execute(repo, lock: Lock, plans: list[Plan], used: set[bytes], report: GcRe
         return e.id in used or e.id not in announced
 
     doomed = set()
-    for pack_id in planned:
+    # a plan's unindexed packs were orphans when it was made: unless an index file was lost since
+    unindexed_used = _unindexed_but_used(repo, index, used, planned - index.packs.keys(), report, log)
+    for pack_id in planned - unindexed_used:
         if any(needed(e) for e in by_pack.get(pack_id, [])):
             log(f"gc: pack {pack_id.hex()[:12]} is still needed; kept")
         else:

@@ -33,6 +33,7 @@ _AAD = b"backupctl-index"
 _LOAD_ATTEMPTS = 5
 
 Packs = dict[bytes, tuple[int, list[BlobEntry]]]     # pack id -> (its size, its entries)
+REPAIR_HINT = "run 'backupctl repo repair index': it lists the packs again from their own headers"
 
 
 def encode_index(packs: Packs, supersedes: Iterable[str] = ()) -> bytes:
@@ -64,7 +65,7 @@ def decode_index(raw: bytes, name: str, with_entries: bool = True) -> tuple[list
             packs[pack_id] = (size, entries)
         return meta.get("supersedes", []), packs
     except (ValueError, TypeError, AttributeError, struct.error, zstandard.ZstdError) as exc:
-        raise IntegrityError(f"index file {name} is malformed ({exc})", "run 'backupctl repo check'") from None
+        raise IntegrityError(f"index file {name} is malformed ({exc})", REPAIR_HINT) from None
 
 
 class Index:
@@ -152,20 +153,24 @@ def index_from_hint(hint: str) -> Index | None:
 IndexFile = tuple[str, list[str], Packs | None]    # name, the files it supersedes, its packs (None: gone)
 
 
+def read_index_file(store: Store, key: MasterKey, name: str, with_entries: bool = True) -> IndexFile:
+    """One index file (see ``read_index_files``); IntegrityError if it is damaged."""
+    try:
+        raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
+    except FileNotFoundError:
+        return name, [], None
+    except IntegrityError as exc:
+        raise IntegrityError(exc.message, REPAIR_HINT) from None
+    sup, packs = decode_index(raw, name, with_entries=with_entries)
+    return name, sup, packs
+
+
 def read_index_files(store: Store, key: MasterKey, names: list[str], threads: int = 8,
                      without_entries: frozenset[str] = frozenset()) -> list[IndexFile]:
     """Each file's name, the files it supersedes, and its packs (None: the file is gone; empty for
     the files in ``without_entries``, of which only the supersedes list is decoded)."""
-    def fetch(name: str) -> IndexFile:
-        try:
-            raw = key.decrypt(store.get(name), _AAD, f"index file {name}")
-        except FileNotFoundError:
-            return name, [], None
-        sup, packs = decode_index(raw, name, with_entries=name not in without_entries)
-        return name, sup, packs
-
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(fetch, names))
+        return list(pool.map(lambda name: read_index_file(store, key, name, name not in without_entries), names))
 
 
 def load_index(store: Store, key: MasterKey, avoid: frozenset[bytes] = frozenset(), threads: int = 8) -> Index:

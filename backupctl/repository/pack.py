@@ -132,5 +132,18 @@ def header_tail_size(pack_size: int, blob_count_hint: int = 0) -> int:
     return min(pack_size, 64 * 1024 + blob_count_hint * _HEADER_ENTRY.size)
 
 
+def read_header(store, key: MasterKey, pack_id: bytes, pack_size: int, blob_count_hint: int = 0) -> list[BlobEntry]:
+    """A stored pack's header: one ranged read, or two when the header is longer than guessed
+    (a pack of many small blobs whose index entry count is not known)."""
+    name = pack_name(pack_id)
+    tail = store.get_range(name, pack_size - (n := header_tail_size(pack_size, blob_count_hint)), n)
+    if len(tail) >= _TRAILER.size:
+        (hlen,) = _TRAILER.unpack(tail[-_TRAILER.size:])
+        if len(tail) < hlen + _TRAILER.size <= pack_size:
+            n = hlen + _TRAILER.size
+            tail = store.get_range(name, pack_size - n, n)
+    return parse_header(key, pack_id, tail, pack_size)
+
+
 def verify_pack_id(pack_id: bytes, data: bytes) -> bool:
     return hashlib.sha256(data).digest() == pack_id
