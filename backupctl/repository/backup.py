@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from backupctl.errors import BackupctlError, UsageError
+from backupctl.errors import BackupctlError, IntegrityError, UsageError
 from backupctl.progress import Progress
 from backupctl.repository.blobsaver import BlobSaver
 from backupctl.repository.chunker import BUFFER_SIZE, BufferPool, Chunker, Guide
@@ -168,7 +168,7 @@ class _ParentTree:
     def __init__(self, repo: Repository, parent: Snapshot | None, usable: set[bytes] | None,
                  settled_before: int | None = None) -> None:
         self._it = walk_tree(repo, parent.tree) if parent else iter(())
-        self._cur: Node | None = next(self._it, None)
+        self._cur: Node | None = self._next()
         self._index = repo.index if parent else Index()
         self._exclude = usable
         self._blob_id = repo.key.blob_id
@@ -178,11 +178,21 @@ class _ParentTree:
         """The parent's entry for the same path, if it was a file."""
         key = node.sort_key
         while self._cur is not None and self._cur.sort_key < key:
-            self._cur = next(self._it, None)
+            self._cur = self._next()
         old = self._cur
         if old is None or old.sort_key != key or old.type != FILE:
             return None
         return old
+
+    def _next(self) -> Node | None:
+        try:
+            return next(self._it, None)
+        except IntegrityError as exc:
+            # a damaged parent costs reading the rest of the files in full, not the backup
+            logging.getLogger(__name__).warning("the parent snapshot's tree cannot be read (%s): the files from "
+                                                "here on are read in full", exc)
+            self._it = iter(())
+            return None
 
     def unchanged(self, node: Node, old: Node | None) -> list[str] | None:
         """The parent's chunks for ``node`` if the file did not change since (see ``unmodified``)."""

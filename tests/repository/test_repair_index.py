@@ -197,6 +197,19 @@ def test_repair_waits_for_no_one_and_drops_stale_gc_plans(fs_repo_url, tmp_path)
     assert gc(_open(fs_repo_url)).packs_deleted >= 1       # planned again from the new index
 
 
+def test_a_backup_whose_parent_tree_is_lost_reads_every_file(repo_url, tmp_path, caplog):
+    src = tmp_path / "src"
+    write_random(src / "a.bin", 1 << 20, seed=10)
+    first = backup_paths(Repository.init(repo_url, PASSWORD), [str(src)])
+    repo = _open(repo_url)
+    repo.store.delete(pack_name(repo.index.lookup(bytes.fromhex(first.tree[0])).pack))
+    repair_index(_open(repo_url))                   # the index no longer takes the lost blobs as stored
+    second = backup_paths(_open(repo_url), [str(src)], parent=first)     # not stopped by its parent's damage
+    assert "parent snapshot's tree cannot be read" in caplog.text
+    assert second.summary["bytes_read"] == (src / "a.bin").stat().st_size
+    assert _restored(repo_url, second, tmp_path / "out") == tree_digest(src)
+
+
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(["backupctl", *args], capture_output=True, text=True, env={**os.environ, **env})
 
