@@ -119,10 +119,10 @@ def forget(repo_url, password_file, password_command, snapshot_ids, as_json):
     """Remove snapshots (their data is reclaimed by 'repo gc')."""
     removed = []
     with open_repository(repo_url, password_file, password_command) as repo:
-        snaps = [repo.find_snapshot(ref) for ref in snapshot_ids]  # resolve all first: all or nothing
-        for snap in snaps:
-            repo.forget(snap)
-            removed.append(snap.id)
+        ids = [repo.snapshot_id(ref) for ref in snapshot_ids]  # resolve all first: all or nothing
+        for snap_id in ids:
+            repo.forget(snap_id)                                  # read none: a damaged one goes too
+            removed.append(snap_id)
     if as_json:
         print_json({"removed": removed})
     else:

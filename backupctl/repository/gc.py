@@ -121,7 +121,14 @@ class _UsedBlobs:
             # index read now covers every snapshot just listed.
             self.repo.reload_index()
         for sid in new:
-            snap = load_snapshot(self.repo.store, self.repo.key, sid)
+            try:
+                snap = load_snapshot(self.repo.store, self.repo.key, sid)
+            except FileNotFoundError:                  # forgotten since the listing: it needs nothing
+                continue
+            except IntegrityError as exc:
+                raise IntegrityError(f"{exc.message}; gc cannot tell which data it needs, so it deletes nothing",
+                                     "if no good copy of that file exists, remove the snapshot with 'backupctl "
+                                     f"snapshot forget {sid[:8]}', then run gc again") from None
             self.blobs.update(bytes.fromhex(t) for t in snap.tree)
             for node in walk_tree(self.repo, snap.tree):
                 self.blobs.update(bytes.fromhex(c) for c in node.chunks)

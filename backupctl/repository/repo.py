@@ -230,9 +230,20 @@ class Repository:
 
     # -- snapshots -----------------------------------------------------------------------
     def snapshots(self, threads: int = 8) -> list[Snapshot]:
-        ids = list_snapshot_ids(self.store)
+        """Every snapshot that can be read. A damaged one is left out with a warning: one bad file must
+        not stop listings and new backups (which choose a parent here); gc and check still stop on it."""
+        def load(snap_id: str) -> Snapshot | None:
+            try:
+                return load_snapshot(self.store, self.key, snap_id)
+            except FileNotFoundError:           # forgotten since the listing
+                return None
+            except IntegrityError as exc:
+                _log.warning("%s: left out (if it cannot be restored from a copy, remove it with 'backupctl "
+                             "snapshot forget %s')", exc.message, snap_id[:8])
+                return None
+
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            snaps = list(pool.map(lambda i: load_snapshot(self.store, self.key, i), ids))
+            snaps = [s for s in pool.map(load, list_snapshot_ids(self.store)) if s is not None]
         return sorted(snaps, key=lambda s: (s.time, s.id))
 
     def find_snapshot(self, ref: str) -> Snapshot:
@@ -241,11 +252,18 @@ class Repository:
             if not snaps:
                 raise NotFoundError("the repository has no snapshots", "create one with 'backupctl snapshot create'")
             return snaps[-1]
-        return load_snapshot(self.store, self.key, resolve_snapshot_id(list_snapshot_ids(self.store), ref))
+        return load_snapshot(self.store, self.key, self.snapshot_id(ref))
 
-    def forget(self, snapshot: Snapshot) -> None:
-        """Remove a snapshot manifest; its data is reclaimed by gc."""
-        self.store.delete(SNAPSHOTS_PREFIX + snapshot.id)
+    def snapshot_id(self, ref: str) -> str:
+        """The full id of the snapshot ``ref`` names ("latest", an id or a unique prefix of one), read
+        from the names alone but for "latest": a damaged snapshot can be named, and forgotten."""
+        if ref == "latest":
+            return self.find_snapshot(ref).id
+        return resolve_snapshot_id(list_snapshot_ids(self.store), ref)
+
+    def forget(self, snapshot: Snapshot | str) -> None:
+        """Remove a snapshot manifest (given itself or its id); its data is reclaimed by gc."""
+        self.store.delete(SNAPSHOTS_PREFIX + (snapshot if isinstance(snapshot, str) else snapshot.id))
 
     # -- locks ---------------------------------------------------------------------------
     def lock(self, kind: str, purpose: str) -> Lock:

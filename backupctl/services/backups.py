@@ -224,7 +224,7 @@ def _forget_stored(repo: Repository, snapshot_ids: list[str]) -> list[str]:
 def _forget(repo: Repository, snapshot_id: str) -> None:
     """Forget a snapshot; one already gone is fine (forgetting is idempotent)."""
     try:
-        repo.forget(repo.find_snapshot(snapshot_id))
+        repo.forget(repo.snapshot_id(snapshot_id))       # by name: a damaged snapshot is forgotten too
     except NotFoundError:
         pass
 
